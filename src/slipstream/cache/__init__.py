@@ -1,0 +1,1 @@
+"""The exact response cache: key, per-request directives, and the pipeline layer."""

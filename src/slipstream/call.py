@@ -1,0 +1,63 @@
+"""The call: one request travelling through the pipeline, with its context and what layers learn about it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol
+
+from .cache.directives import DEFAULT_DIRECTIVES, CacheDirectives
+from .types import ChatRequest, ChunkStream, EmbeddingsRequest, Reply
+
+__all__ = ["Call", "CallResult", "Handler", "Layer"]
+
+CallResult = Reply | ChunkStream
+Handler = Callable[["Call"], Awaitable[CallResult]]
+
+
+class Call:
+    """A request plus its context. Layers read the context and write what they found out (cache status...)."""
+
+    __slots__ = (
+        "cache",
+        "cache_age",
+        "cache_key",
+        "cache_status",
+        "deadline",
+        "deployment",
+        "group",
+        "key_name",
+        "kind",
+        "namespace",
+        "request",
+    )
+
+    def __init__(
+        self,
+        request: ChatRequest | EmbeddingsRequest,
+        *,
+        namespace: str = "default",
+        key_name: str | None = None,
+        cache: CacheDirectives = DEFAULT_DIRECTIVES,
+        deadline: float | None = None,
+    ) -> None:
+        self.request = request
+        self.kind: Literal["chat", "embed"] = "chat" if isinstance(request, ChatRequest) else "embed"
+        self.namespace = namespace
+        self.key_name = key_name
+        self.cache = cache
+        self.deadline = deadline  # loop.time() by which the call must be answered, if any
+        self.group = request.model
+        self.cache_key: str | None = None
+        self.cache_status = "off"  # hit | miss | refresh | bypass | off
+        self.cache_age: float | None = None
+        self.deployment: str | None = None
+
+    @property
+    def stream(self) -> bool:
+        return self.kind == "chat" and self.request.stream  # type: ignore[union-attr]
+
+
+class Layer(Protocol):
+    """A pipeline layer: one async method taking the call and the next handler."""
+
+    async def __call__(self, call: Call, next: Handler) -> CallResult: ...

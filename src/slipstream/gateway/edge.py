@@ -1,0 +1,206 @@
+"""The HTTP edge shared by the gateway (ASGI) and the in-process ``httpx`` transport.
+
+It turns (method, path, headers, body) into a response: status, headers, and a body that is either bytes or an
+async iterator of SSE bytes. Auth, validation, error mapping and SSE framing live here once, so the gateway and
+the openai-SDK transport answer the same request the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+import orjson
+
+from ..cache.directives import CacheDirectives
+from ..call import Call
+from ..errors import AuthenticationError, InvalidRequest, SlipstreamError
+from ..pipeline import Pipeline
+from ..schema import parse_chat_request, parse_embeddings_request
+from ..types import ChatRequest, Chunk, Reply
+
+__all__ = ["Edge", "EdgeResponse", "error_response", "sse_bytes"]
+
+log = logging.getLogger("slipstream.gateway")
+
+JSON_HEADERS: tuple[tuple[bytes, bytes], ...] = ((b"content-type", b"application/json"),)
+SSE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
+_DONE_EVENT = b"data: [DONE]\n\n"
+_CACHE_STATUS = {s: s.encode() for s in ("hit", "miss", "refresh", "bypass", "off")}
+
+
+class EdgeResponse:
+    __slots__ = ("body", "headers", "status", "stream")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes = b"",
+        stream: AsyncIterator[bytes] | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.stream = stream
+
+
+def error_response(exc: SlipstreamError) -> EdgeResponse:
+    headers = list(JSON_HEADERS)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
+    return EdgeResponse(exc.status, headers, orjson.dumps(exc.to_dict()))
+
+
+def internal_error() -> EdgeResponse:
+    body = {"error": {"message": "internal error", "type": "api_error", "param": None, "code": None}}
+    return EdgeResponse(500, list(JSON_HEADERS), orjson.dumps(body))
+
+
+class Edge:
+    def __init__(self, pipeline: Pipeline, *, trusted_namespace: str | None = None) -> None:
+        """``trusted_namespace``: in-process callers (the SDK transport) skip key checks and use this namespace."""
+        self.pipeline = pipeline
+        self.trusted_namespace = trusted_namespace
+        config = pipeline.config
+        self.keys = {k.key: k for k in config.keys}
+        self.max_body_bytes = config.server.max_body_bytes
+        self._models_body = orjson.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "slipstream"}
+                    for name in pipeline.models()
+                ],
+            }
+        )
+
+    def authenticate(self, headers: Mapping[str, str]) -> tuple[str, str | None]:
+        """The caller's (namespace, key name). With no keys configured everyone shares ``default``."""
+        if self.trusted_namespace is not None:
+            return self.trusted_namespace, None
+        if not self.keys:
+            return "default", None
+        token = headers.get("authorization", "")
+        if token[:7].lower() == "bearer ":
+            token = token[7:].strip()
+        else:
+            token = headers.get("x-api-key", "") or headers.get("api-key", "")
+        if not token:
+            raise AuthenticationError("Missing API key: send it as 'Authorization: Bearer <key>'")
+        key = self.keys.get(token)
+        if key is None:
+            raise AuthenticationError("Incorrect API key provided")
+        return key.namespace, key.name
+
+    async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> EdgeResponse:
+        try:
+            if path.startswith("/v1/"):
+                path = path[3:]
+            if path == "/chat/completions":
+                return await self._chat(method, headers, body)
+            if path == "/embeddings":
+                return await self._embeddings(method, headers, body)
+            if path == "/models":
+                self.authenticate(headers)
+                return EdgeResponse(200, list(JSON_HEADERS), self._models_body)
+            if path.startswith("/models/"):
+                self.authenticate(headers)
+                return self._model(path[8:])
+            return error_response(_not_found(path))
+        except SlipstreamError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("unexpected error handling %s %s", method, path)
+            return internal_error()
+
+    def _model(self, name: str) -> EdgeResponse:
+        self.pipeline.resolve(name)
+        body = {"id": name, "object": "model", "created": 0, "owned_by": "slipstream"}
+        return EdgeResponse(200, list(JSON_HEADERS), orjson.dumps(body))
+
+    async def _chat(self, method: str, headers: Mapping[str, str], body: bytes) -> EdgeResponse:
+        if method != "POST":
+            raise _method_not_allowed()
+        namespace, key_name = self.authenticate(headers)
+        request = parse_chat_request(body)
+        call = Call(
+            request,
+            namespace=namespace,
+            key_name=key_name,
+            cache=CacheDirectives.from_headers(headers),
+        )
+        result = await self.pipeline.run(call)
+        response_headers = _call_headers(call)
+        if isinstance(result, Reply):
+            response_headers.extend(JSON_HEADERS)
+            return EdgeResponse(200, response_headers, result.body)
+        response_headers.extend(SSE_HEADERS)
+        return EdgeResponse(200, response_headers, stream=sse_bytes(result, request))
+
+    async def _embeddings(self, method: str, headers: Mapping[str, str], body: bytes) -> EdgeResponse:
+        if method != "POST":
+            raise _method_not_allowed()
+        namespace, key_name = self.authenticate(headers)
+        call = Call(
+            parse_embeddings_request(body),
+            namespace=namespace,
+            key_name=key_name,
+            cache=CacheDirectives.from_headers(headers),
+        )
+        result = await self.pipeline.run(call)
+        assert isinstance(result, Reply)
+        response_headers = _call_headers(call)
+        response_headers.extend(JSON_HEADERS)
+        return EdgeResponse(200, response_headers, result.body)
+
+
+def _call_headers(call: Call) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-slipstream-cache", _CACHE_STATUS.get(call.cache_status, b"off"))]
+    if call.cache_age is not None:
+        age = str(int(call.cache_age)).encode()
+        headers.append((b"x-slipstream-cache-age", age))
+        headers.append((b"age", age))
+    if call.deployment is not None:
+        headers.append((b"x-slipstream-deployment", call.deployment.encode()))
+    return headers
+
+
+async def sse_bytes(stream: AsyncIterator[Chunk], request: ChatRequest) -> AsyncIterator[bytes]:
+    """Frame chunks as SSE. Usage-only chunks reach only clients that asked for usage. A failure after the
+    stream started ends it with an OpenAI-shaped error event — never a silent truncation, never ``[DONE]``."""
+    include_usage = request.include_usage
+    try:
+        async for chunk in stream:
+            if not include_usage and chunk.is_usage_only:
+                continue
+            yield b"data: " + chunk.raw + b"\n\n"
+    except SlipstreamError as exc:
+        yield b"data: " + orjson.dumps(exc.to_dict()) + b"\n\n"
+        return
+    except Exception:
+        log.exception("unexpected error while streaming")
+        yield b'data: {"error":{"message":"internal error","type":"api_error","param":null,"code":null}}\n\n'
+        return
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    yield _DONE_EVENT
+
+
+def _not_found(path: str) -> SlipstreamError:
+    exc = SlipstreamError(f"Unknown path: {path}")
+    exc.status, exc.type = 404, "invalid_request_error"
+    return exc
+
+
+def _method_not_allowed() -> SlipstreamError:
+    exc = InvalidRequest("Method not allowed")
+    exc.status = 405
+    return exc

@@ -1,0 +1,154 @@
+"""The request pipeline: resolves the model group, runs the layers, and calls the provider at the end.
+
+The gateway and the SDK both drive a ``Pipeline``; neither knows which layers it holds. A layer is an object with
+one async method taking the call and the next handler (``slipstream.call.Layer``), so each can be tested with a
+fake ``next`` and switched off in config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .cache.layer import CacheLayer
+from .call import Call, CallResult, Handler, Layer
+from .config import Config, ModelGroup
+from .errors import ModelNotFound, UpstreamProtocolError
+from .providers import Deployment, Provider, get_provider_class
+from .providers.http import HttpPool
+from .stores.base import CacheStore
+from .stores.memory import MemoryStore
+from .stores.sqlite import SqliteStore
+from .stores.tiered import TieredStore
+from .types import ChatRequest, Chunk, ChunkStream, Reply
+
+__all__ = ["Pipeline", "build_cache_store"]
+
+
+def build_cache_store(config: Config) -> CacheStore:
+    cache = config.cache
+    memory = MemoryStore(max_entries=cache.memory_max_entries, max_bytes=cache.memory_max_bytes)
+    if not cache.sqlite_enabled:
+        return memory
+    path = Path(cache.sqlite_path)
+    return TieredStore(memory, SqliteStore(path, max_bytes=cache.sqlite_max_bytes))
+
+
+class Pipeline:
+    """Owns the layers, the providers and the shared upstream connection pool."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        cache_store: CacheStore | None = None,
+        layers: Sequence[Layer] | None = None,
+    ) -> None:
+        self.config = config
+        self.http = HttpPool()
+        self._providers: dict[int, Provider] = {}
+        self._adhoc: dict[str, ModelGroup] = {}
+        self.cache: CacheLayer | None = None
+        if layers is None:
+            built: list[Layer] = []
+            if config.cache.enabled:
+                store = cache_store if cache_store is not None else build_cache_store(config)
+                self.cache = CacheLayer(
+                    store, ttl=config.cache.ttl, normalize_whitespace=config.cache.normalize_whitespace
+                )
+                built.append(self.cache)
+            layers = built
+        self.layers = tuple(layers)
+        handler: Handler = self._call_provider
+        for layer in reversed(self.layers):
+            handler = _bind(layer, handler)
+        self._handler = handler
+
+    # ---------------------------------------------------------------------------------------------- public
+    def resolve(self, model: str) -> ModelGroup:
+        """The model group an alias names; ``provider/model`` works for providers whose key is configured."""
+        group = self.config.model_groups.get(model) or self._adhoc.get(model)
+        if group is not None:
+            return group
+        provider, _, name = model.partition("/")
+        template = self.config.passthrough.get(provider)
+        if template is not None and name:
+            dep = Deployment(provider=provider, model=name, name=model, api_key=template.api_key)
+            group = self._adhoc[model] = ModelGroup(model, (dep,))
+            return group
+        raise ModelNotFound(f"The model '{model}' does not exist or is not served here", param="model")
+
+    async def run(self, call: Call) -> CallResult:
+        """Run one call through the layers. A streamed call returns a stream whose first chunk has arrived,
+        so that upstream failures before the first byte surface here, as errors, not inside the stream."""
+        self.resolve(call.request.model)
+        return await self._handler(call)
+
+    def models(self) -> list[str]:
+        return sorted(self.config.model_groups)
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+        self._providers.clear()
+        await self.http.aclose()
+        if self.cache is not None:
+            await self.cache.store.aclose()
+
+    # ---------------------------------------------------------------------------------------------- terminal
+    def provider_for(self, deployment: Deployment) -> Provider:
+        provider = self._providers.get(id(deployment))
+        if provider is None:
+            cls = get_provider_class(deployment.provider)
+            provider = self._providers[id(deployment)] = cls(deployment, self.http)
+        return provider
+
+    async def _call_provider(self, call: Call) -> CallResult:
+        group = self.resolve(call.request.model)
+        deployment = group.deployments[0]
+        call.deployment = deployment.label
+        provider = self.provider_for(deployment)
+        request = call.request
+        if not isinstance(request, ChatRequest):
+            return await provider.embed(request)
+        if request.stream:
+            return await _primed(provider.stream(request), deployment.label)
+        return await provider.complete(request)
+
+    def stats(self) -> dict[str, Any]:
+        return {"cache": self.cache.stats.as_dict() if self.cache else None}
+
+
+def _bind(layer: Layer, next: Handler) -> Handler:
+    async def handler(call: Call) -> CallResult:
+        return await layer(call, next)
+
+    return handler
+
+
+async def _primed(stream: ChunkStream, label: str) -> ChunkStream:
+    """Wait for the first chunk, so an upstream that fails before sending anything fails the call itself."""
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        raise UpstreamProtocolError(f"{label} ended the stream before sending anything") from None
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
+        raise
+    return _prepend(first, stream)
+
+
+async def _prepend(first: Chunk, stream: ChunkStream) -> AsyncIterator[Chunk]:
+    try:
+        yield first
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+def is_stream(result: CallResult) -> bool:
+    return not isinstance(result, Reply)
