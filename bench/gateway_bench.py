@@ -41,18 +41,19 @@ REPLY = (
 )
 FIXED_BODY = '{"model":"bench","messages":[{"role":"user","content":"Say something about foxes."}]}'
 
-LUA_FIXED = """
+LUA_FIXED = f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '%s'
-""" % FIXED_BODY
+wrk.body = '{FIXED_BODY}'
+"""
 
 LUA_UNIQUE = """
 local counter = 0
 local salt = tostring(math.random(1, 1000000000))
 request = function()
   counter = counter + 1
-  local body = '{"model":"bench","messages":[{"role":"user","content":"Say something about foxes ' .. salt .. ' ' .. counter .. '"}]}'
+  local prompt = 'Say something about foxes ' .. salt .. ' ' .. counter
+  local body = '{"model":"bench","messages":[{"role":"user","content":"' .. prompt .. '"}]}'
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
 """
@@ -195,7 +196,9 @@ model_groups:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gateway.md")
     args = parser.parse_args()
@@ -223,7 +226,9 @@ def main() -> None:
                 for conns in (16, 1):
                     cpu0 = cpu_seconds(gateway.pid)
                     result = wrk(gateway_url, script, conns, d)
-                    result["cpu_ms_per_req"] = (cpu_seconds(gateway.pid) - cpu0) * 1000 / max(1, result["requests"])
+                    result["cpu_ms_per_req"] = (
+                        (cpu_seconds(gateway.pid) - cpu0) * 1000 / max(1, result["requests"])
+                    )
                     rows[f"gateway {label} path, {conns} conn"] = result
             sdk = asyncio.run(sdk_hit_latency(workdir, upstream_port))
         finally:
@@ -243,10 +248,16 @@ def write_report(out: Path, rows: dict[str, dict[str, float]], sdk: dict[str, fl
             return "-"
 
     cpu_model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
         platform.processor(),
     )
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0:1]
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" Copyright")[
+        0:1
+    ]
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     direct16, direct1 = rows["upstream direct, 16 conn"], rows["upstream direct, 1 conn"]
     miss16, hit16 = rows["gateway miss path, 16 conn"], rows["gateway hit path, 16 conn"]
@@ -259,7 +270,8 @@ def write_report(out: Path, rows: dict[str, dict[str, float]], sdk: dict[str, fl
         f"- versions: slipstream {version('slipstream')}, Python {platform.python_version()}, "
         f"uvicorn {version('uvicorn')}, uvloop {version('uvloop')}, aiohttp {version('aiohttp')}, "
         f"orjson {version('orjson')}, {nginx_version}, {' '.join(wrk_version)}",
-        f"- command: `python bench/gateway_bench.py --duration {duration}` (wrk -t1, {duration}s per row, all on loopback)",
+        f"- command: `python bench/gateway_bench.py --duration {duration}` "
+        f"(wrk -t1, {duration}s per row, all on loopback)",
         "",
         "| path | req/s | p50 ms | p99 ms | CPU ms/req (gateway) | non-2xx |",
         "|---|---:|---:|---:|---:|---:|",
@@ -280,7 +292,8 @@ def write_report(out: Path, rows: dict[str, dict[str, float]], sdk: dict[str, fl
         f"{miss16['rps'] / direct16['rps']:.1%} of the upstream direct",
         f"- miss path p50 at 1 connection: {miss1['p50_ms']:.3f} ms (target ≤ 0.8 ms); "
         f"overhead over direct {miss1['p50_ms'] - direct1['p50_ms']:.3f} ms",
-        f"- hit path at 16 connections: {hit16['rps']:,.0f} req/s (target ≥ 6,000); p50 at 1 connection {hit1['p50_ms']:.3f} ms",
+        f"- hit path at 16 connections: {hit16['rps']:,.0f} req/s (target ≥ 6,000); "
+        f"p50 at 1 connection {hit1['p50_ms']:.3f} ms",
         f"- SDK exact hit p50: {sdk['p50_us']:.1f} µs (target ≤ 30 µs)",
         "",
     ]

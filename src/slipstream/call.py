@@ -22,6 +22,7 @@ class Call:
         "cache_age",
         "cache_key",
         "cache_status",
+        "coalesced",
         "deadline",
         "deployment",
         "group",
@@ -51,6 +52,7 @@ class Call:
         self.cache_status = "off"  # hit | miss | refresh | bypass | off
         self.cache_age: float | None = None
         self.deployment: str | None = None
+        self.coalesced = False  # answered by an identical request's upstream call
 
     @property
     def stream(self) -> bool:

@@ -149,7 +149,12 @@ class Slipstream:
         return async_http_client(self, **kwargs)
 
     def stats(self) -> dict[str, Any]:
+        """Counters of the layers (cache hits and misses, coalesced requests...)."""
         return self.pipeline.stats()
+
+    async def cache_stats(self) -> dict[str, Any] | None:
+        """Cache hits, misses, hit rate, tokens and USD saved, and the store's entries, bytes and evictions."""
+        return await self.pipeline.cache_stats()
 
     async def aclose(self) -> None:
         await self.pipeline.aclose()

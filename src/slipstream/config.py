@@ -6,8 +6,10 @@ The schema (every key optional; ``examples/slipstream.yaml`` shows all of them):
     keys:         - {key, name, namespace}            virtual API keys; none → loopback only
     cache:        enabled, ttl, normalize_whitespace,
                   memory: {max_entries, max_bytes}, sqlite: {enabled, path, max_bytes}
+    coalescing:   enabled                              identical requests in flight share one upstream call
     model_groups: NAME: {deployments: [{provider, model, name, base_url, api_key, headers, options,
-                                        timeouts: {connect, first_byte, total}}]}
+                                        timeouts: {connect, first_byte, total},
+                                        price: {input, output, cached_input}}]}   USD per 1M tokens
 
 With no file at all, ``default_config()`` serves a ``sim`` group, adds OpenAI / Anthropic / Gemini groups when
 their key variables are set, and keeps the SQLite cache under ``.slipstream/`` (or ``$SLIPSTREAM_DATA_DIR``).
@@ -29,6 +31,7 @@ from .providers.base import (
     DEFAULT_FIRST_BYTE_TIMEOUT,
     DEFAULT_TOTAL_TIMEOUT,
     Deployment,
+    Price,
     Timeouts,
 )
 
@@ -113,6 +116,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     keys: tuple[KeyConfig, ...] = ()
     cache: CacheConfig = CacheConfig()
+    coalescing: bool = True
     model_groups: Mapping[str, ModelGroup] = field(default_factory=dict)
     # Providers whose keys are known: ``"openai/<any model>"`` resolves to an ad-hoc deployment of them.
     passthrough: Mapping[str, Deployment] = field(default_factory=dict)
@@ -280,14 +284,22 @@ class _Reader:
 
     # --- sections
     def config(self, data: Any) -> Config:
-        top = self.mapping(data, "", {"server", "keys", "cache", "model_groups"})
+        top = self.mapping(data, "", {"server", "keys", "cache", "coalescing", "model_groups"})
         server = self.server(top.get("server"))
         keys = self.keys(top.get("keys"))
         cache = self.cache(top.get("cache"))
+        coalescing = self.mapping(top.get("coalescing"), "coalescing", {"enabled"})
         groups = self.groups(top.get("model_groups"))
         if not groups:
             self.problem("model_groups", "at least one model group is required")
-        return Config(server=server, keys=keys, cache=cache, model_groups=groups, source=self.source)
+        return Config(
+            server=server,
+            keys=keys,
+            cache=cache,
+            coalescing=self.get(coalescing, "enabled", "coalescing", _bool, True),
+            model_groups=groups,
+            source=self.source,
+        )
 
     def server(self, value: Any) -> ServerConfig:
         d = self.mapping(value, "server", {"host", "port", "max_body_bytes", "admin_key"})
@@ -370,7 +382,17 @@ class _Reader:
         from .errors import InvalidRequest
         from .providers import get_provider_class
 
-        known = {"provider", "model", "name", "base_url", "api_key", "headers", "options", "timeouts"}
+        known = {
+            "provider",
+            "model",
+            "name",
+            "base_url",
+            "api_key",
+            "headers",
+            "options",
+            "timeouts",
+            "price",
+        }
         d = self.mapping(value, path, known)
         provider = self.get(d, "provider", path, _str, "")
         model = self.get(d, "model", path, _str, "")
@@ -399,6 +421,17 @@ class _Reader:
         if not isinstance(options, dict):
             self.problem(f"{path}.options", "expected a mapping")
             options = {}
+        price = None
+        if d.get("price") is not None:
+            p = self.mapping(d.get("price"), f"{path}.price", {"input", "output", "cached_input"})
+            if "input" not in p or "output" not in p:
+                self.problem(f"{path}.price", "needs input and output (USD per 1M tokens)")
+            cached = self.get(p, "cached_input", f"{path}.price", _float, -1.0)
+            price = Price(
+                input=self.get(p, "input", f"{path}.price", _float, 0.0),
+                output=self.get(p, "output", f"{path}.price", _float, 0.0),
+                cached_input=None if cached < 0 else cached,
+            )
         api_key = self.get(d, "api_key", path, _str, None) or None
         if api_key is None and provider in PROVIDER_ENV_KEYS:
             api_key = next((self.env[v] for v in PROVIDER_ENV_KEYS[provider] if self.env.get(v)), None)
@@ -411,6 +444,7 @@ class _Reader:
             timeouts=timeouts,
             headers={str(k): self.substitute(str(v), f"{path}.headers.{k}") for k, v in headers.items()},
             options=options,
+            price=price,
         )
 
 

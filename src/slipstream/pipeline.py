@@ -14,9 +14,11 @@ from typing import Any
 
 from .cache.layer import CacheLayer
 from .call import Call, CallResult, Handler, Layer
+from .coalesce import CoalescingLayer
 from .config import Config, ModelGroup
 from .errors import ModelNotFound, UpstreamProtocolError
 from .providers import Deployment, Provider, get_provider_class
+from .providers.base import Price
 from .providers.http import HttpPool
 from .stores.base import CacheStore
 from .stores.memory import MemoryStore
@@ -51,14 +53,21 @@ class Pipeline:
         self._providers: dict[int, Provider] = {}
         self._adhoc: dict[str, ModelGroup] = {}
         self.cache: CacheLayer | None = None
+        self.coalescing: CoalescingLayer | None = None
         if layers is None:
             built: list[Layer] = []
             if config.cache.enabled:
                 store = cache_store if cache_store is not None else build_cache_store(config)
                 self.cache = CacheLayer(
-                    store, ttl=config.cache.ttl, normalize_whitespace=config.cache.normalize_whitespace
+                    store,
+                    ttl=config.cache.ttl,
+                    normalize_whitespace=config.cache.normalize_whitespace,
+                    price_of=self._price_of,
                 )
                 built.append(self.cache)
+            if config.coalescing:
+                self.coalescing = CoalescingLayer()
+                built.append(self.coalescing)
             layers = built
         self.layers = tuple(layers)
         handler: Handler = self._call_provider
@@ -117,8 +126,30 @@ class Pipeline:
             return await _primed(provider.stream(request), deployment.label)
         return await provider.complete(request)
 
+    def _price_of(self, call: Call) -> Price | None:
+        return self.resolve(call.request.model).deployments[0].price
+
+    async def cache_stats(self) -> dict[str, Any] | None:
+        """The cache layer's counters with the store's entries, bytes and evictions."""
+        if self.cache is None:
+            return None
+        store = await self.cache.store.stats()
+        return {
+            **self.cache.stats.as_dict(),
+            "entries": store.entries,
+            "bytes": store.bytes,
+            "evictions": store.evictions,
+            "expired": store.expired,
+        }
+
     def stats(self) -> dict[str, Any]:
-        return {"cache": self.cache.stats.as_dict() if self.cache else None}
+        coalescing = self.coalescing
+        return {
+            "cache": self.cache.stats.as_dict() if self.cache else None,
+            "coalescing": {"flights": coalescing.flights, "coalesced": coalescing.coalesced}
+            if coalescing
+            else None,
+        }
 
 
 def _bind(layer: Layer, next: Handler) -> Handler:

@@ -63,6 +63,7 @@ class Upstream:
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict, dict]] = []
         self.mode = "ok"
+        self.stop = asyncio.Event()
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
@@ -78,7 +79,7 @@ class Upstream:
         if self.mode == "malformed":
             return web.Response(body=b"<html>oops", content_type="text/html")
         if self.mode == "hang":
-            await asyncio.sleep(30)
+            await self.stop.wait()
         if not body.get("stream"):
             return web.json_response(COMPLETION, headers={"x-ratelimit-remaining-requests": "99"})
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
@@ -120,6 +121,7 @@ async def upstream():
     port = site._server.sockets[0].getsockname()[1]
     up.url = f"http://127.0.0.1:{port}"
     yield up
+    up.stop.set()
     await runner.cleanup()
 
 

@@ -327,14 +327,15 @@ async def test_failed_batch_is_logged_and_nobody_hangs(
 ) -> None:
     path = tmp_path / "cache.db"
     store = open_store()
-    with raw(path) as conn:  # make one write fail inside the transaction, as a full disk would
+    await store.set(key("a", 1), b"v", ttl=60)
+    with raw(path) as conn:  # make a write fail inside the transaction, as a full disk would
         conn.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON entries WHEN NEW.key = 'poison' "
-            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            "CREATE TRIGGER poison BEFORE DELETE ON entries WHEN OLD.key = ? "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END".replace("?", f"'{key('a', 1)}'")
         )
-    await store.set("poison", b"v", ttl=60)
     with pytest.raises(sqlite3.IntegrityError, match="disk full"):
         await asyncio.wait_for(store.delete(key("a", 1)), 5)
+    await store.set(key("a", 1), b"v", ttl=0)  # a delete nobody awaits fails quietly too
     await asyncio.wait_for(store.flush(), 5)
     assert "disk full" in caplog.text
     await store.set(key("a", 2), b"v", ttl=60)  # the writer carries on with the next batch

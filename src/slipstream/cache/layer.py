@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..call import Call, CallResult, Handler
+from ..providers.base import Price
 from ..stores.base import CacheStore
 from ..streams import StreamAssembler, replay_chunks
 from ..types import Chunk, ChunkStream, Reply
@@ -26,7 +27,15 @@ log = logging.getLogger("slipstream.cache")
 class CacheStats:
     """Counters kept by the layer (the store keeps entries, bytes and evictions)."""
 
-    __slots__ = ("bypasses", "hits", "misses", "saved_completion_tokens", "saved_prompt_tokens", "stores")
+    __slots__ = (
+        "bypasses",
+        "hits",
+        "misses",
+        "saved_completion_tokens",
+        "saved_prompt_tokens",
+        "saved_usd",
+        "stores",
+    )
 
     def __init__(self) -> None:
         self.hits = 0
@@ -35,6 +44,7 @@ class CacheStats:
         self.stores = 0
         self.saved_prompt_tokens = 0
         self.saved_completion_tokens = 0
+        self.saved_usd = 0.0  # only for groups whose deployment has a price
 
     @property
     def hit_rate(self) -> float:
@@ -50,6 +60,7 @@ class CacheStats:
             "stores": self.stores,
             "saved_prompt_tokens": self.saved_prompt_tokens,
             "saved_completion_tokens": self.saved_completion_tokens,
+            "saved_usd": round(self.saved_usd, 6),
         }
 
 
@@ -61,8 +72,10 @@ class CacheLayer:
         ttl: float,
         normalize_whitespace: bool = False,
         clock: Callable[[], float] = time.time,
+        price_of: Callable[[Call], Price | None] | None = None,
     ) -> None:
         self.store = store
+        self.price_of = price_of
         self.ttl = ttl
         self.normalize = normalize_whitespace
         self.clock = clock
@@ -84,7 +97,7 @@ class CacheLayer:
                 if _looks_whole(reply, call.kind):
                     call.cache_status = "hit"
                     call.cache_age = max(0.0, self.clock() - entry.created_at)
-                    self._count_hit(reply)
+                    self._count_hit(reply, call)
                     if call.stream:
                         return _replay(reply, call.request.include_usage)  # type: ignore[union-attr]
                     return reply
@@ -127,12 +140,15 @@ class CacheLayer:
         except Exception:  # a cache that cannot write must not fail the request it is serving
             log.warning("cache write failed", exc_info=True)
 
-    def _count_hit(self, reply: Reply) -> None:
+    def _count_hit(self, reply: Reply, call: Call) -> None:
         self.stats.hits += 1
         usage = reply.usage
         if usage:
             self.stats.saved_prompt_tokens += int(usage.get("prompt_tokens") or 0)
             self.stats.saved_completion_tokens += int(usage.get("completion_tokens") or 0)
+            price = self.price_of(call) if self.price_of is not None else None
+            if price is not None:
+                self.stats.saved_usd += price.cost(usage)
 
 
 async def _replay(reply: Reply, include_usage: bool) -> AsyncIterator[Chunk]:

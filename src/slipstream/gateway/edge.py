@@ -7,6 +7,7 @@ the openai-SDK transport answer the same request the same way.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator, Mapping
 
@@ -98,6 +99,17 @@ class Edge:
             raise AuthenticationError("Incorrect API key provided")
         return key.namespace, key.name
 
+    def authenticate_admin(self, headers: Mapping[str, str]) -> None:
+        """Operator endpoints: the admin key when one is configured, else any valid key (or none without keys)."""
+        admin = self.pipeline.config.server.admin_key
+        if admin is None:
+            self.authenticate(headers)
+            return
+        token = headers.get("authorization", "")
+        token = token[7:].strip() if token[:7].lower() == "bearer " else headers.get("x-api-key", "")
+        if not hmac.compare_digest(token.encode(), admin.encode()):
+            raise AuthenticationError("This endpoint needs the admin key")
+
     async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> EdgeResponse:
         try:
             if path.startswith("/v1/"):
@@ -112,6 +124,10 @@ class Edge:
             if path.startswith("/models/"):
                 self.authenticate(headers)
                 return self._model(path[8:])
+            if path == "/api/cache/stats":
+                self.authenticate_admin(headers)
+                stats = await self.pipeline.cache_stats()
+                return EdgeResponse(200, list(JSON_HEADERS), orjson.dumps({"cache": stats}))
             return error_response(_not_found(path))
         except SlipstreamError as exc:
             return error_response(exc)

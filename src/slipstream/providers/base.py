@@ -25,7 +25,7 @@ from ..types import ChatRequest, ChunkStream, EmbeddingsRequest, Reply
 if TYPE_CHECKING:
     from .http import HttpPool
 
-__all__ = ["Deployment", "Provider", "Timeouts", "get_provider_class", "register_provider"]
+__all__ = ["Deployment", "Price", "Provider", "Timeouts", "get_provider_class", "register_provider"]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_FIRST_BYTE_TIMEOUT = 60.0
@@ -46,6 +46,26 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+    def cost(self, usage: Mapping[str, Any] | None) -> float:
+        """The cost of one reply's usage; cached prompt tokens at the cached rate when one is set."""
+        if not usage:
+            return 0.0
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        cached = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return ((prompt - cached) * self.input + cached * cached_rate + completion * self.output) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """One concrete upstream model: what a model group's alias resolves to."""
 
@@ -57,6 +77,7 @@ class Deployment:
     timeouts: Timeouts = Timeouts()
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     options: Mapping[str, Any] = field(default_factory=dict)
+    price: Price | None = None
 
     @property
     def label(self) -> str:

@@ -21,8 +21,9 @@ On 1-4 KB chat-completion JSON zlib's levels barely differ (size ratio 0.48 at l
 in the writer thread. A value zlib does not shrink is stored raw.
 
 Sizes: ``size`` is the stored (compressed) value's length and ``max_bytes`` caps their sum; the file is larger
-by the per-row and index overhead. The totals live in a one-row table kept by triggers inside each write
-transaction, so ``stats()`` and the cap check cost O(1), not a scan of a file of up to a gigabyte.
+by the row, index and page-fill overhead (measured: 1.37x for 5,000 replies of 1-4 KB). The totals live in a
+one-row table kept by triggers inside each write transaction, so ``stats()`` and the cap check cost O(1),
+not a scan of a file of up to a gigabyte.
 
 Damage is a miss, never a crash: a row that fails to decode is deleted; a file at ``path`` that is not a
 SQLite database (or holds another schema) is moved aside to ``path + ".corrupt-<ts>"``; a fresh one starts.
