@@ -18,6 +18,7 @@ class Call:
     """A request plus its context. Layers read the context and write what they found out (cache status...)."""
 
     __slots__ = (
+        "attempts",
         "cache",
         "cache_age",
         "cache_key",
@@ -25,7 +26,9 @@ class Call:
         "coalesced",
         "deadline",
         "deployment",
+        "fallback",
         "group",
+        "hedged",
         "key_name",
         "kind",
         "namespace",
@@ -53,6 +56,11 @@ class Call:
         self.cache_age: float | None = None
         self.deployment: str | None = None
         self.coalesced = False  # answered by an identical request's upstream call
+        self.attempts = 0  # upstream attempts made (retries and failovers included)
+        self.hedged = False  # a second, hedging attempt was started
+        self.fallback: str | None = (
+            None  # "static" when every deployment failed and the group's fixed reply answered
+        )
 
     @property
     def stream(self) -> bool:

@@ -13,6 +13,7 @@ async with Slipstream() as slip:                      # embedded defaults, or Sl
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Any
@@ -106,13 +107,19 @@ class Slipstream:
         cache: str | None = None,
         cache_ttl: float | None = None,
         namespace: str | None = None,
+        timeout: float | None = None,
         **params: Any,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """A streamed chat completion: yields OpenAI ``chat.completion.chunk`` dicts as they arrive."""
         body = _body(request, params)
         body["stream"] = True
         chat = validate_chat_request(body)
-        call = Call(chat, namespace=namespace or self.namespace, cache=_directives(cache, cache_ttl))
+        call = Call(
+            chat,
+            namespace=namespace or self.namespace,
+            cache=_directives(cache, cache_ttl),
+            deadline=_deadline(timeout),
+        )
         result = await self.pipeline.run(call)
         assert not isinstance(result, Reply)
         try:
@@ -148,6 +155,10 @@ class Slipstream:
 
         return async_http_client(self, **kwargs)
 
+    def health(self) -> dict[str, Any]:
+        """Per model group, each deployment's circuit-breaker state, in-flight count, latency and limits."""
+        return self.pipeline.health()
+
     def stats(self) -> dict[str, Any]:
         """Counters of the layers (cache hits and misses, coalesced requests...)."""
         return self.pipeline.stats()
@@ -172,6 +183,10 @@ def _body(request: Mapping[str, Any] | None, params: dict[str, Any]) -> dict[str
     if request is None:
         return params
     return {**request, **params} if params else dict(request)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
 
 
 def _directives(cache: str | None, ttl: float | None) -> CacheDirectives:

@@ -3,12 +3,16 @@
 The schema (every key optional; ``examples/slipstream.yaml`` shows all of them)::
 
     server:       host, port, max_body_bytes, admin_key
-    keys:         - {key, name, namespace}            virtual API keys; none → loopback only
+    keys:         - {key, name, namespace, limits}    virtual API keys; none → loopback only
     cache:        enabled, ttl, normalize_whitespace,
                   memory: {max_entries, max_bytes}, sqlite: {enabled, path, max_bytes}
     coalescing:   enabled                              identical requests in flight share one upstream call
-    model_groups: NAME: {deployments: [{provider, model, name, base_url, api_key, headers, options,
-                                        timeouts: {connect, first_byte, total},
+    model_groups: NAME: {strategy, timeout, retries: {max_attempts, base_delay, max_delay, budget},
+                         breaker: {failures, error_rate, min_requests, window, cooldown},
+                         hedge: {after}, fallback_reply,
+                         deployments: [{provider, model, name, base_url, api_key, headers, options,
+                                        weight, priority, timeouts: {connect, first_byte, total},
+                                        limits: {rpm, tpm, max_concurrent, max_wait, adaptive},
                                         price: {input, output, cached_input}}]}   USD per 1M tokens
 
 With no file at all, ``default_config()`` serves a ``sim`` group, adds OpenAI / Anthropic / Gemini groups when
@@ -26,6 +30,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .limits import LimitSpec
 from .providers.base import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FIRST_BYTE_TIMEOUT,
@@ -34,11 +39,14 @@ from .providers.base import (
     Price,
     Timeouts,
 )
+from .routing import STRATEGIES, RetryPolicy
 
 __all__ = [
+    "BreakerConfig",
     "CacheConfig",
     "Config",
     "ConfigError",
+    "GroupPolicy",
     "KeyConfig",
     "ModelGroup",
     "ServerConfig",
@@ -70,6 +78,9 @@ DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+_RETRY_DEFAULTS = RetryPolicy()
+
+
 class ConfigError(ValueError):
     """One or more problems in a config, each naming the file, the line and the field."""
 
@@ -91,6 +102,30 @@ class KeyConfig:
     key: str = field(repr=False)
     name: str
     namespace: str
+    limits: LimitSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    failures: int = 5
+    error_rate: float = 0.5
+    min_requests: int = 20
+    window: float = 30.0
+    cooldown: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPolicy:
+    """How a model group routes: strategy, deadline, retries, breakers, hedging and a static fallback."""
+
+    strategy: str = "failover"
+    timeout: float | None = None  # one deadline for the whole request, across retries and fallbacks
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_budget: float = 0.2  # retries may not exceed this share of requests (over 10 s)
+    breaker: BreakerConfig = BreakerConfig()
+    hedge_after: float | None = None  # seconds without a first byte before a second attempt starts
+    hedge_p95: bool = False  # ... or the group's observed p95 time to first byte
+    fallback_reply: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +144,7 @@ class CacheConfig:
 class ModelGroup:
     name: str
     deployments: tuple[Deployment, ...]
+    policy: GroupPolicy = GroupPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +362,7 @@ class _Reader:
         seen: set[str] = set()
         for i, item in enumerate(value):
             path = f"keys[{i}]"
-            d = self.mapping(item, path, {"key", "name", "namespace"})
+            d = self.mapping(item, path, {"key", "name", "namespace", "limits"})
             key = self.get(d, "key", path, _str, "")
             if not key:
                 self.problem(f"{path}.key", "is required")
@@ -335,7 +371,8 @@ class _Reader:
                 self.problem(f"{path}.key", "is the same as an earlier key")
             seen.add(key)
             name = self.get(d, "name", path, _str, f"key-{i}")
-            keys.append(KeyConfig(key=key, name=name, namespace=self.get(d, "namespace", path, _str, name)))
+            namespace = self.get(d, "namespace", path, _str, name)
+            keys.append(KeyConfig(key=key, name=name, namespace=namespace, limits=self.limits(d, path)))
         return tuple(keys)
 
     def cache(self, value: Any) -> CacheConfig:
@@ -365,7 +402,11 @@ class _Reader:
         groups = {}
         for name, spec in value.items():
             path = f"model_groups.{name}"
-            d = self.mapping(spec, path, {"deployments"})
+            d = self.mapping(
+                spec,
+                path,
+                {"deployments", "strategy", "timeout", "retries", "breaker", "hedge", "fallback_reply"},
+            )
             raw = d.get("deployments")
             if not isinstance(raw, list) or not raw:
                 self.problem(f"{path}.deployments", "expected a non-empty list of deployments")
@@ -375,8 +416,81 @@ class _Reader:
                 for i, item in enumerate(raw)
                 if (dep := self.deployment(item, f"{path}.deployments[{i}]", i))
             )
-            groups[str(name)] = ModelGroup(str(name), deployments)
+            groups[str(name)] = ModelGroup(str(name), deployments, self.policy(d, path))
         return groups
+
+    def policy(self, d: dict[str, Any], path: str) -> GroupPolicy:
+        strategy = self.get(d, "strategy", path, _str, "failover")
+        if strategy not in STRATEGIES:
+            self.problem(
+                f"{path}.strategy", f"unknown strategy {strategy!r} (known: {', '.join(sorted(STRATEGIES))})"
+            )
+            strategy = "failover"
+        timeout = self.get(d, "timeout", path, _float, -1.0)
+        r = self.mapping(
+            d.get("retries"), f"{path}.retries", {"max_attempts", "base_delay", "max_delay", "budget"}
+        )
+        rp = f"{path}.retries"
+        attempts = self.get(r, "max_attempts", rp, _int, _RETRY_DEFAULTS.max_attempts)
+        if attempts < 1:
+            self.problem(f"{rp}.max_attempts", "must be at least 1")
+            attempts = 1
+        retry = RetryPolicy(
+            max_attempts=attempts,
+            base_delay=self.get(r, "base_delay", rp, _float, _RETRY_DEFAULTS.base_delay),
+            max_delay=self.get(r, "max_delay", rp, _float, _RETRY_DEFAULTS.max_delay),
+        )
+        b = self.mapping(
+            d.get("breaker"),
+            f"{path}.breaker",
+            {"failures", "error_rate", "min_requests", "window", "cooldown"},
+        )
+        bp, bd = f"{path}.breaker", BreakerConfig()
+        breaker = BreakerConfig(
+            failures=self.get(b, "failures", bp, _int, bd.failures),
+            error_rate=self.get(b, "error_rate", bp, _float, bd.error_rate),
+            min_requests=self.get(b, "min_requests", bp, _int, bd.min_requests),
+            window=self.get(b, "window", bp, _float, bd.window),
+            cooldown=self.get(b, "cooldown", bp, _float, bd.cooldown),
+        )
+        h = self.mapping(d.get("hedge"), f"{path}.hedge", {"after"})
+        hedge_after, hedge_p95 = None, False
+        if h.get("after") is not None:
+            if h["after"] == "p95":
+                hedge_p95 = True
+            else:
+                hedge_after = self.get(h, "after", f"{path}.hedge", _float, 0.0)
+                if hedge_after <= 0:
+                    self.problem(f"{path}.hedge.after", "must be a positive number of seconds or 'p95'")
+                    hedge_after = None
+        return GroupPolicy(
+            strategy=strategy,
+            timeout=None if timeout <= 0 else timeout,
+            retry=retry,
+            retry_budget=self.get(r, "budget", rp, _float, 0.2),
+            breaker=breaker,
+            hedge_after=hedge_after,
+            hedge_p95=hedge_p95,
+            fallback_reply=self.get(d, "fallback_reply", path, _str, None),
+        )
+
+    def limits(self, d: dict[str, Any], path: str) -> LimitSpec | None:
+        if d.get("limits") is None:
+            return None
+        lp = f"{path}.limits"
+        m = self.mapping(d["limits"], lp, {"rpm", "tpm", "max_concurrent", "max_wait", "adaptive"})
+        values = {k: self.get(m, k, lp, _int, 0) or None for k in ("rpm", "tpm", "max_concurrent")}
+        for k, v in values.items():
+            if v is not None and v < 1:
+                self.problem(f"{lp}.{k}", "must be a positive integer")
+                values[k] = None
+        return LimitSpec(
+            rpm=values["rpm"],
+            tpm=values["tpm"],
+            max_concurrent=values["max_concurrent"],
+            max_wait=max(0.0, self.get(m, "max_wait", lp, _float, 30.0)),
+            adaptive=self.get(m, "adaptive", lp, _bool, False),
+        )
 
     def deployment(self, value: Any, path: str, index: int) -> Deployment | None:
         from .errors import InvalidRequest
@@ -392,6 +506,9 @@ class _Reader:
             "options",
             "timeouts",
             "price",
+            "weight",
+            "priority",
+            "limits",
         }
         d = self.mapping(value, path, known)
         provider = self.get(d, "provider", path, _str, "")
@@ -445,6 +562,9 @@ class _Reader:
             headers={str(k): self.substitute(str(v), f"{path}.headers.{k}") for k, v in headers.items()},
             options=options,
             price=price,
+            weight=self.get(d, "weight", path, _float, 1.0),
+            priority=self.get(d, "priority", path, _int, 0),
+            limits=self.limits(d, path),
         )
 
 

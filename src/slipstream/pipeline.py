@@ -7,8 +7,7 @@ fake ``next`` and switched off in config.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,17 @@ from .cache.layer import CacheLayer
 from .call import Call, CallResult, Handler, Layer
 from .coalesce import CoalescingLayer
 from .config import Config, ModelGroup
-from .errors import ModelNotFound, UpstreamProtocolError
+from .errors import ModelNotFound
+from .limits.layer import KeyLimitLayer
 from .providers import Deployment, Provider, get_provider_class
 from .providers.base import Price
 from .providers.http import HttpPool
+from .routing.router import Router
 from .stores.base import CacheStore
 from .stores.memory import MemoryStore
 from .stores.sqlite import SqliteStore
 from .stores.tiered import TieredStore
-from .types import ChatRequest, Chunk, ChunkStream, Reply
+from .types import Reply
 
 __all__ = ["Pipeline", "build_cache_store"]
 
@@ -68,9 +69,12 @@ class Pipeline:
             if config.coalescing:
                 self.coalescing = CoalescingLayer()
                 built.append(self.coalescing)
+            if any(k.limits is not None for k in config.keys):
+                built.append(KeyLimitLayer({k.name: k.limits for k in config.keys if k.limits is not None}))
             layers = built
         self.layers = tuple(layers)
-        handler: Handler = self._call_provider
+        self.router = Router(self.resolve, self.provider_for)
+        handler: Handler = self.router
         for layer in reversed(self.layers):
             handler = _bind(layer, handler)
         self._handler = handler
@@ -114,18 +118,6 @@ class Pipeline:
             provider = self._providers[id(deployment)] = cls(deployment, self.http)
         return provider
 
-    async def _call_provider(self, call: Call) -> CallResult:
-        group = self.resolve(call.request.model)
-        deployment = group.deployments[0]
-        call.deployment = deployment.label
-        provider = self.provider_for(deployment)
-        request = call.request
-        if not isinstance(request, ChatRequest):
-            return await provider.embed(request)
-        if request.stream:
-            return await _primed(provider.stream(request), deployment.label)
-        return await provider.complete(request)
-
     def _price_of(self, call: Call) -> Price | None:
         return self.resolve(call.request.model).deployments[0].price
 
@@ -142,9 +134,22 @@ class Pipeline:
             "expired": store.expired,
         }
 
+    def health(self) -> dict[str, Any]:
+        """Per model group, each deployment's breaker state, in-flight count, latency and limits."""
+        groups = list(self.config.model_groups.values())
+        return self.router.health(groups)
+
     def stats(self) -> dict[str, Any]:
         coalescing = self.coalescing
+        router = self.router
         return {
+            "routing": {
+                "retries": router.retries,
+                "fallbacks": router.fallbacks,
+                "hedges": router.hedges,
+                "hedge_wins": router.hedge_wins,
+                "static_fallbacks": router.static_fallbacks,
+            },
             "cache": self.cache.stats.as_dict() if self.cache else None,
             "coalescing": {"flights": coalescing.flights, "coalesced": coalescing.coalesced}
             if coalescing
@@ -157,28 +162,6 @@ def _bind(layer: Layer, next: Handler) -> Handler:
         return await layer(call, next)
 
     return handler
-
-
-async def _primed(stream: ChunkStream, label: str) -> ChunkStream:
-    """Wait for the first chunk, so an upstream that fails before sending anything fails the call itself."""
-    try:
-        first = await anext(stream)
-    except StopAsyncIteration:
-        raise UpstreamProtocolError(f"{label} ended the stream before sending anything") from None
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await stream.aclose()  # type: ignore[attr-defined]
-        raise
-    return _prepend(first, stream)
-
-
-async def _prepend(first: Chunk, stream: ChunkStream) -> AsyncIterator[Chunk]:
-    try:
-        yield first
-        async for chunk in stream:
-            yield chunk
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
 
 
 def is_stream(result: CallResult) -> bool:

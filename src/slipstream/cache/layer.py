@@ -107,8 +107,8 @@ class CacheLayer:
         else:
             call.cache_status = "refresh"
         result = await next(call)
-        if not directives.write:
-            return result
+        if not directives.write or call.fallback is not None:
+            return result  # a static fallback reply is no answer to store
         ttl = directives.ttl or self.ttl
         if isinstance(result, Reply):
             if _cacheable(result.data, call.kind):

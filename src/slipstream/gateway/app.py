@@ -136,8 +136,20 @@ class GatewayApp:
         return b"".join(parts)
 
     def _ready(self) -> EdgeResponse:
-        body = {"status": "ready", "models": self.pipeline.models()}
-        return EdgeResponse(200, list(JSON_HEADERS), orjson.dumps(body))
+        """Ready while every model group has a deployment whose breaker lets calls through."""
+        health = self.pipeline.health()
+        down = [
+            group
+            for group, deployments in health.items()
+            if all(d["breaker"]["state"] == "open" for d in deployments)
+        ]
+        body = {
+            "status": "degraded" if down else "ready",
+            "models": self.pipeline.models(),
+            "unavailable": down,
+            "deployments": health,
+        }
+        return EdgeResponse(503 if down else 200, list(JSON_HEADERS), orjson.dumps(body))
 
 
 class _DisconnectWatch:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import orjson
@@ -150,6 +151,7 @@ class Edge:
             namespace=namespace,
             key_name=key_name,
             cache=CacheDirectives.from_headers(headers),
+            deadline=_deadline(headers),
         )
         result = await self.pipeline.run(call)
         response_headers = _call_headers(call)
@@ -168,6 +170,7 @@ class Edge:
             namespace=namespace,
             key_name=key_name,
             cache=CacheDirectives.from_headers(headers),
+            deadline=_deadline(headers),
         )
         result = await self.pipeline.run(call)
         assert isinstance(result, Reply)
@@ -184,7 +187,31 @@ def _call_headers(call: Call) -> list[tuple[bytes, bytes]]:
         headers.append((b"age", age))
     if call.deployment is not None:
         headers.append((b"x-slipstream-deployment", call.deployment.encode()))
+    if call.attempts > 1:
+        headers.append((b"x-slipstream-attempts", str(call.attempts).encode()))
+    if call.hedged:
+        headers.append((b"x-slipstream-hedged", b"1"))
+    if call.fallback is not None:
+        headers.append((b"x-slipstream-fallback", call.fallback.encode()))
+    if call.coalesced:
+        headers.append((b"x-slipstream-coalesced", b"1"))
     return headers
+
+
+def _deadline(headers: Mapping[str, str]) -> float | None:
+    """``x-slipstream-timeout: <seconds>``: one deadline for the whole request, retries and fallbacks included."""
+    value = headers.get("x-slipstream-timeout")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 3600:
+        raise InvalidRequest(
+            "x-slipstream-timeout must be a number of seconds (0-3600]", param="x-slipstream-timeout"
+        )
+    return time.monotonic() + seconds
 
 
 async def sse_bytes(stream: AsyncIterator[Chunk], request: ChatRequest) -> AsyncIterator[bytes]:

@@ -104,6 +104,10 @@ class Permit:
             self._released = True
             self._limiter._release(self)
 
+    def finish(self, exc: BaseException | None = None) -> None:
+        """The call is over (``exc`` is how it failed, if it did): report it if nothing was reported, release."""
+        self._finish(exc)
+
     def _finish(self, exc: BaseException | None) -> None:
         try:
             if not self._reported and not self._released:

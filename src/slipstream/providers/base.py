@@ -78,6 +78,9 @@ class Deployment:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     options: Mapping[str, Any] = field(default_factory=dict)
     price: Price | None = None
+    weight: float = 1.0
+    priority: int = 0  # lower is preferred
+    limits: Any = None  # slipstream.limits.LimitSpec | None (typed loosely: providers must not import limits)
 
     @property
     def label(self) -> str:
