@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from .cache.key import cache_key
 from .call import Call, CallResult, Handler
 from .errors import UpstreamConnectionError
-from .streams import StreamAssembler, replay_chunks
+from .streams import StreamAssembler, replay_stream
 from .types import Chunk, Reply
 
 __all__ = ["CoalescingLayer"]
@@ -117,7 +117,7 @@ class CoalescingLayer:
             raise _copy(flight.error)
         if flight.reply is not None:
             if call.stream:
-                return _iterate(replay_chunks(flight.reply.data, include_usage=True))
+                return replay_stream(flight.reply.data, include_usage=True)
             return flight.reply
         assembler = StreamAssembler()
         for chunk in flight.chunks:
@@ -147,11 +147,6 @@ class CoalescingLayer:
         flight.waiters -= 1
         if flight.waiters <= 0 and not flight.done and flight.task is not None:
             flight.task.cancel()  # nobody is waiting any more: stop the upstream call (and its billing)
-
-
-async def _iterate(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
-    for chunk in chunks:
-        yield chunk
 
 
 def _copy(error: BaseException) -> BaseException:

@@ -7,11 +7,12 @@ the other way round. ``replay_chunks`` turns a stored reply into the chunks of a
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .types import Chunk
 
-__all__ = ["StreamAssembler", "replay_chunks"]
+__all__ = ["StreamAssembler", "replay_chunks", "replay_stream"]
 
 # Size of the content pieces a replayed stream is cut into: small enough to look like a stream to clients that
 # render incrementally, large enough that a long answer stays a handful of events.
@@ -163,3 +164,9 @@ def replay_chunks(reply: dict[str, Any], *, include_usage: bool) -> list[Chunk]:
     if include_usage and reply.get("usage") is not None:
         chunks.append(Chunk({**base, "choices": [], "usage": reply["usage"]}))
     return chunks
+
+
+async def replay_stream(reply: dict[str, Any], *, include_usage: bool) -> AsyncIterator[Chunk]:
+    """``replay_chunks`` as a stream, for answers that come from somewhere other than an upstream stream."""
+    for chunk in replay_chunks(reply, include_usage=include_usage):
+        yield chunk

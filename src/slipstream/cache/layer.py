@@ -15,7 +15,7 @@ from typing import Any
 from ..call import Call, CallResult, Handler
 from ..providers.base import Price
 from ..stores.base import CacheStore
-from ..streams import StreamAssembler, replay_chunks
+from ..streams import StreamAssembler, replay_stream
 from ..types import Chunk, ChunkStream, Reply
 from .key import cache_key
 
@@ -99,7 +99,7 @@ class CacheLayer:
                     call.cache_age = max(0.0, self.clock() - entry.created_at)
                     self._count_hit(reply, call)
                     if call.stream:
-                        return _replay(reply, call.request.include_usage)  # type: ignore[union-attr]
+                        return replay_stream(reply.data, include_usage=call.request.include_usage)  # type: ignore[union-attr]
                     return reply
                 await self.store.delete(key)  # unreadable: a miss, and gone
             call.cache_status = "miss"
@@ -149,11 +149,6 @@ class CacheLayer:
             price = self.price_of(call) if self.price_of is not None else None
             if price is not None:
                 self.stats.saved_usd += price.cost(usage)
-
-
-async def _replay(reply: Reply, include_usage: bool) -> AsyncIterator[Chunk]:
-    for chunk in replay_chunks(reply.data, include_usage=include_usage):
-        yield chunk
 
 
 def _looks_whole(reply: Reply, kind: str) -> bool:

@@ -116,7 +116,11 @@ def _timeout_kind(exc: BaseException) -> str:
 
 
 async def read_json(response: aiohttp.ClientResponse, provider: str) -> dict[str, Any]:
-    raw = await response.read()
+    return parse_json_object(await response.read(), provider)
+
+
+def parse_json_object(raw: bytes, provider: str) -> dict[str, Any]:
+    """An upstream body as a JSON object, or ``UpstreamProtocolError`` (a 502 to the client)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -20,7 +20,7 @@ import orjson
 from ..errors import UpstreamProtocolError, UpstreamStatusError
 from ..types import ChatRequest, Chunk, EmbeddingsRequest, Reply
 from .base import Deployment, Provider, register_provider
-from .http import HttpPool, iter_sse, read_json, request
+from .http import HttpPool, iter_sse, parse_json_object, read_json, request
 
 __all__ = ["OpenAIProvider"]
 
@@ -108,13 +108,8 @@ def request_(provider: OpenAIProvider, url: str, payload: bytes, headers: dict[s
 
 
 def _checked(raw: bytes, provider: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(
-            f"{provider} answered with a body that is not JSON", provider=provider
-        ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+    data = parse_json_object(raw, provider)
+    if not isinstance(data.get("choices"), list):
         raise UpstreamProtocolError(
             f"{provider} answered with JSON that is not a chat completion", provider=provider
         )

@@ -25,6 +25,7 @@ from ..call import Call, CallResult
 from ..errors import NoHealthyDeployment, RateLimited, UpstreamProtocolError, UpstreamTimeout
 from ..limits import Limiter, estimate_tokens
 from ..providers.base import Deployment, Provider
+from ..streams import replay_stream
 from ..types import ChatRequest, Chunk, ChunkStream, Reply
 from .breaker import CircuitBreaker, counts_as_failure
 from .retry import GiveUp, RetryBudget
@@ -383,11 +384,5 @@ def _static_reply(call: Call, text: str) -> CallResult:
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }
     if isinstance(call.request, ChatRequest) and call.request.stream:
-        from ..streams import replay_chunks
-
-        async def replay() -> AsyncIterator[Chunk]:
-            for chunk in replay_chunks(reply, include_usage=True):
-                yield chunk
-
-        return replay()
+        return replay_stream(reply, include_usage=True)
     return Reply(reply)
