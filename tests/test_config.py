@@ -130,3 +130,54 @@ def test_example_configs_are_valid():
                 "SLIPSTREAM_KEY_TEAM_B": "b",
             },
         )
+
+
+def test_provider_options_are_checked_at_load_time():
+    text = "model_groups: {s: {deployments: [{provider: sim, model: s, options: {ttft_ms: 3}}]}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="o.yaml", environ={})
+    assert any("deployments[0].options: unknown sim option 'ttft_ms'" in p for p in info.value.problems)
+
+
+def test_routing_policy_limits_and_key_limits():
+    text = """
+keys: [{key: k1, name: a, limits: {rpm: 60, tpm: 1000}}]
+model_groups:
+  g:
+    strategy: weighted
+    timeout: 12
+    retries: {max_attempts: 4, base_delay: 0.1, budget: 0.3}
+    breaker: {failures: 3, cooldown: 5}
+    hedge: {after: p95}
+    fallback_reply: sorry
+    deployments:
+      - {provider: sim, model: a, weight: 3, priority: 1, limits: {rpm: 600, max_concurrent: 8, adaptive: true}}
+"""
+    config = parse_config(text, environ={})
+    policy = config.model_groups["g"].policy
+    assert (policy.strategy, policy.timeout, policy.fallback_reply) == ("weighted", 12.0, "sorry")
+    assert policy.retry.max_attempts == 4 and policy.retry.base_delay == 0.1 and policy.retry_budget == 0.3
+    assert policy.breaker.failures == 3 and policy.breaker.cooldown == 5
+    assert policy.hedge_p95 and policy.hedge_after is None
+    dep = config.model_groups["g"].deployments[0]
+    assert (dep.weight, dep.priority) == (3.0, 1)
+    assert dep.limits.rpm == 600 and dep.limits.max_concurrent == 8 and dep.limits.adaptive
+    assert config.keys[0].limits.rpm == 60 and config.keys[0].limits.tpm == 1000
+
+
+def test_bad_routing_values_are_reported():
+    text = """
+model_groups:
+  g:
+    strategy: fastest
+    hedge: {after: -1}
+    retries: {max_attempts: 0}
+    deployments: [{provider: sim, model: a, limits: {rpm: -5}}]
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="r.yaml", environ={})
+    problems = "\n".join(info.value.problems)
+    assert "model_groups.g.strategy: unknown strategy 'fastest'" in problems
+    assert "model_groups.g.hedge.after" in problems
+    assert "model_groups.g.retries.max_attempts: must be at least 1" in problems
+    assert "limits.rpm: must be a positive integer" in problems

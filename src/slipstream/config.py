@@ -517,7 +517,7 @@ class _Reader:
             self.problem(f"{path}.provider", "is required")
             return None
         try:
-            get_provider_class(provider)
+            provider_class = get_provider_class(provider)
         except InvalidRequest as exc:
             self.problem(f"{path}.provider", exc.message)
             return None
@@ -538,6 +538,10 @@ class _Reader:
         if not isinstance(options, dict):
             self.problem(f"{path}.options", "expected a mapping")
             options = {}
+        try:
+            provider_class.check_options(options)
+        except ValueError as exc:
+            self.problem(f"{path}.options", str(exc))
         price = None
         if d.get("price") is not None:
             p = self.mapping(d.get("price"), f"{path}.price", {"input", "output", "cached_input"})

@@ -98,6 +98,10 @@ class Provider(ABC):
         self.deployment = deployment
         self.http = http
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Raise ``ValueError`` naming a bad ``options`` entry; called when a config is loaded."""
+
     @property
     def base_url(self) -> str:
         url = self.deployment.base_url or self.default_base_url

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
@@ -34,6 +34,10 @@ Sleep = Callable[[float], Awaitable[Any]]
 class SimProvider(Provider):
     name = "sim"
     default_base_url = "sim://local"
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        SimOptions.from_dict(options)
 
     def __init__(
         self,
