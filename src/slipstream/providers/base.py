@@ -98,8 +98,8 @@ class Provider(ABC):
         self.deployment = deployment
         self.http = http
 
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+    @classmethod  # noqa: B027 - an optional hook: most providers take any options
+    def check_options(cls, options: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` naming a bad ``options`` entry; called when a config is loaded."""
 
     @property
