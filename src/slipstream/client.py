@@ -82,11 +82,13 @@ class Slipstream:
         cache: str | None = None,
         cache_ttl: float | None = None,
         namespace: str | None = None,
+        timeout: float | None = None,
         **params: Any,
     ) -> Completion:
         """One chat completion. Pass the OpenAI request as a dict or as keyword arguments.
 
-        ``cache``: ``"bypass"``, ``"refresh"`` or ``"no-store"``; ``cache_ttl``: seconds for this answer.
+        ``cache``: ``"bypass"``, ``"refresh"`` or ``"no-store"``; ``cache_ttl``: seconds for this answer;
+        ``timeout``: one deadline in seconds for the whole call, retries and fallbacks included.
         """
         body = _body(request, params)
         body.pop("stream", None)
@@ -94,6 +96,7 @@ class Slipstream:
             validate_chat_request(body),
             namespace=namespace or self.namespace,
             cache=_directives(cache, cache_ttl),
+            deadline=_deadline(timeout),
         )
         result = await self.pipeline.run(call)
         assert isinstance(result, Reply)
@@ -136,6 +139,7 @@ class Slipstream:
         *,
         cache: str | None = None,
         namespace: str | None = None,
+        timeout: float | None = None,
         **params: Any,
     ) -> dict[str, Any]:
         """Embeddings (OpenAI ``list`` of ``embedding`` objects)."""
@@ -143,6 +147,7 @@ class Slipstream:
             validate_embeddings_request(_body(request, params)),
             namespace=namespace or self.namespace,
             cache=_directives(cache, None),
+            deadline=_deadline(timeout),
         )
         result = await self.pipeline.run(call)
         assert isinstance(result, Reply)

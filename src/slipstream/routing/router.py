@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..call import Call, CallResult
@@ -45,13 +45,21 @@ class DeploymentRuntime:
 
     __slots__ = ("breaker", "deployment", "limiter", "provider", "stats")
 
-    def __init__(self, deployment: Deployment, provider: Provider, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        deployment: Deployment,
+        provider: Provider,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[Any]],
+    ) -> None:
         self.deployment = deployment
         self.provider = provider
         self.stats = DeploymentStats(weight=deployment.weight, priority=deployment.priority)
         self.breaker: CircuitBreaker
         self.limiter = (
-            Limiter(deployment.limits, name=deployment.label) if deployment.limits is not None else None
+            Limiter(deployment.limits, name=deployment.label, clock=clock, sleep=sleep)
+            if deployment.limits is not None
+            else None
         )
 
     def snapshot(self) -> dict[str, Any]:
@@ -67,8 +75,8 @@ class DeploymentRuntime:
 class _GroupState:
     __slots__ = ("budget", "ttfb")
 
-    def __init__(self, ratio: float) -> None:
-        self.budget = RetryBudget(ratio=ratio)
+    def __init__(self, ratio: float, clock: Callable[[], float]) -> None:
+        self.budget = RetryBudget(ratio=ratio, clock=clock)
         self.ttfb: deque[float] = deque(maxlen=_P95_SAMPLES)
 
     def p95(self) -> float | None:
@@ -105,7 +113,7 @@ class Router:
     def runtime(self, group: ModelGroup, deployment: Deployment) -> DeploymentRuntime:
         rt = self._runtimes.get(id(deployment))
         if rt is None:
-            rt = DeploymentRuntime(deployment, self.provider_for(deployment), self.clock)
+            rt = DeploymentRuntime(deployment, self.provider_for(deployment), self.clock, self.sleep)
             b = group.policy.breaker
             rt.breaker = CircuitBreaker(
                 failure_threshold=b.failures,
@@ -121,7 +129,7 @@ class Router:
     def _group_state(self, group: ModelGroup) -> _GroupState:
         state = self._groups.get(group.name)
         if state is None:
-            state = self._groups[group.name] = _GroupState(group.policy.retry_budget)
+            state = self._groups[group.name] = _GroupState(group.policy.retry_budget, self.clock)
         return state
 
     def health(self, groups: list[ModelGroup]) -> dict[str, list[dict[str, Any]]]:
@@ -236,6 +244,8 @@ class Router:
                     if task.exception() is None:
                         if task is backup:
                             self.hedge_wins += 1
+                        winner = second if task is backup else first
+                        call.deployment = winner.deployment.label  # both may have answered; this one is used
                         return task.result()
                     error = task.exception()
         finally:
@@ -265,11 +275,10 @@ class Router:
                 permit.refund()
                 permit.release()
             raise NoHealthyDeployment(f"{rt.deployment.label}: circuit open")
-        call.deployment = rt.deployment.label
         started = self.clock()
         rt.stats.start()
         try:
-            async with _deadline(deadline):
+            async with _deadline(None if deadline is None else deadline - started):
                 result = await self._send(call, rt)
         except BaseException as exc:
             rt.stats.finish(None)
@@ -277,6 +286,7 @@ class Router:
             if permit is not None:
                 permit.finish(exc)
             raise
+        call.deployment = rt.deployment.label  # set by the attempt that answered (a hedge may lose)
         ttfb = self.clock() - started
         state.ttfb.append(ttfb)
         if isinstance(result, Reply):
@@ -327,13 +337,13 @@ def _estimate(call: Call) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _deadline(deadline: float | None) -> AsyncIterator[None]:
-    if deadline is None:
+async def _deadline(remaining: float | None) -> AsyncIterator[None]:
+    """Bound an attempt by the seconds left before the request's deadline (measured on the router's clock)."""
+    if remaining is None:
         yield
         return
-    loop_deadline = asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
     try:
-        async with asyncio.timeout_at(loop_deadline):
+        async with asyncio.timeout(max(0.0, remaining)):
             yield
     except TimeoutError:
         raise UpstreamTimeout("the request's deadline passed while waiting for the upstream") from None
