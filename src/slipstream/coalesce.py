@@ -15,7 +15,7 @@ so no single waiter owns it. Every identical request that arrives while it runs 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from .cache.key import cache_key
 from .call import Call, CallResult, Handler
@@ -29,7 +29,7 @@ __all__ = ["CoalescingLayer"]
 class _Flight:
     """One upstream call and the waiters sharing it."""
 
-    __slots__ = ("_wake", "chunks", "done", "error", "reply", "streamed", "task", "waiters")
+    __slots__ = ("_sleepers", "chunks", "done", "error", "reply", "streamed", "task", "waiters")
 
     def __init__(self) -> None:
         self.waiters = 0
@@ -39,17 +39,22 @@ class _Flight:
         self.error: BaseException | None = None
         self.done = False
         self.task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # One future per waiting waiter: cancelling a waiter cancels only its own future (cheaper than a
+        # shared future behind asyncio.shield, which costs a future and two callbacks per wait).
+        self._sleepers: list[asyncio.Future[None]] = []
 
     def notify(self) -> None:
-        wake, self._wake = self._wake, asyncio.get_running_loop().create_future()
-        if not wake.done():
-            wake.set_result(None)
+        sleepers, self._sleepers = self._sleepers, []
+        for sleeper in sleepers:
+            if not sleeper.done():
+                sleeper.set_result(None)
 
     async def changed(self) -> None:
-        await asyncio.shield(self._wake)
+        sleeper = asyncio.get_running_loop().create_future()
+        self._sleepers.append(sleeper)
+        await sleeper
 
-    async def run(self, call: Call, next: Handler) -> None:
+    async def run(self, call: Call, next: Handler, forget: Callable[[], None]) -> None:
         try:
             result = await next(call)
             if isinstance(result, Reply):
@@ -70,6 +75,7 @@ class _Flight:
             self.error = exc
         finally:
             self.done = True
+            forget()
             self.notify()
 
 
@@ -90,8 +96,9 @@ class CoalescingLayer:
             flight = _Flight()
             self._flights[key] = flight
             self.flights += 1
-            flight.task = asyncio.get_running_loop().create_task(flight.run(call, next))
-            flight.task.add_done_callback(lambda _: self._forget(key, flight))
+            flight.task = asyncio.get_running_loop().create_task(
+                flight.run(call, next, lambda: self._forget(key, flight))
+            )
         else:
             self.coalesced += 1
             call.coalesced = True

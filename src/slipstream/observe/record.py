@@ -1,0 +1,115 @@
+"""One request, as observed once at its end: the value every sink (request log, metrics, alerts) reads.
+
+A ``RequestRecord`` is built once per request, after the reply (or the last chunk) went out, from the ``Call``
+and what the edge measured. It is a flat slotted object of plain values so that handing it to a queue or
+another thread costs nothing and no sink can reach back into live request state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..providers.base import Price
+
+__all__ = ["RequestRecord", "record_from_call", "usage_tokens"]
+
+# Cache statuses under which the upstream was not called for this request: its cost was avoided.
+_SERVED_WITHOUT_UPSTREAM = frozenset({"hit"})
+
+
+@dataclass(slots=True, kw_only=True)
+class RequestRecord:
+    """What one request did and cost. Times in milliseconds, ``ts`` in epoch seconds (request start)."""
+
+    ts: float
+    group: str  # the model group (alias) the client asked for
+    status: int  # HTTP-like: 200, 429, 502...
+    latency_ms: float  # end to end, as the client saw it (to the last byte for streams)
+    key_name: str | None = None
+    namespace: str = "default"
+    deployment: str | None = None  # Deployment.label of the one that answered; None for hits
+    error: str | None = None  # exception class name when the request failed
+    ttft_ms: float | None = None  # time to first token (streams)
+    upstream_ms: float | None = None  # time spent waiting on upstream calls
+    overhead_ms: float | None = None  # latency_ms - upstream_ms: what slipstream itself added
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # provider-side prompt cache (prompt_tokens_details.cached_tokens)
+    cost_usd: float = 0.0  # what this request cost upstream
+    saved_usd: float = 0.0  # what it would have cost, when a cache hit or coalescing answered it
+    cache_status: str = "off"  # hit | miss | refresh | bypass | off
+    coalesced: bool = False
+    attempts: int = 0
+    hedged: bool = False
+    fallback: str | None = None
+    stream: bool = False
+    operation: str | None = None  # the tracked application operation, if any
+    prompt_text: str | None = None  # only filled when text logging is enabled
+    reply_text: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status < 400
+
+
+def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
+    """(prompt, completion, cached prompt) tokens from an OpenAI ``usage`` object; zeros when absent."""
+    if not usage:
+        return 0, 0, 0
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached
+
+
+def record_from_call(
+    call: Call,
+    *,
+    ts: float,
+    status: int,
+    latency_ms: float,
+    usage: Mapping[str, Any] | None = None,
+    price: Price | None = None,
+    error: BaseException | str | None = None,
+    ttft_ms: float | None = None,
+    upstream_ms: float | None = None,
+    operation: str | None = None,
+    prompt_text: str | None = None,
+    reply_text: str | None = None,
+) -> RequestRecord:
+    """Build the record of a finished call. A cache hit or a coalesced follower made no upstream call of its
+    own: its cost is zero and what the reply's usage would have cost is counted as saved."""
+    prompt, completion, cached = usage_tokens(usage)
+    value = price.cost(usage) if price is not None else 0.0
+    avoided = call.cache_status in _SERVED_WITHOUT_UPSTREAM or call.coalesced
+    error_name = error if isinstance(error, str) or error is None else type(error).__name__
+    return RequestRecord(
+        ts=ts,
+        group=call.group,
+        status=status,
+        latency_ms=latency_ms,
+        key_name=call.key_name,
+        namespace=call.namespace,
+        deployment=call.deployment,
+        error=error_name,
+        ttft_ms=ttft_ms,
+        upstream_ms=upstream_ms,
+        overhead_ms=None if upstream_ms is None else max(0.0, latency_ms - upstream_ms),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        cost_usd=0.0 if avoided else value,
+        saved_usd=value if avoided else 0.0,
+        cache_status=call.cache_status,
+        coalesced=call.coalesced,
+        attempts=call.attempts,
+        hedged=call.hedged,
+        fallback=call.fallback,
+        stream=call.stream,
+        operation=operation,
+        prompt_text=prompt_text,
+        reply_text=reply_text,
+    )

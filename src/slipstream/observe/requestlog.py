@@ -1,0 +1,566 @@
+"""The request log: one row per request in a SQLite file, written off the request path.
+
+``record()`` is a ``put_nowait`` on a bounded queue (about a microsecond). ONE writer thread with its own
+connection drains the queue in batches — up to ``batch_size`` records, or whatever arrived within
+``batch_interval`` of the first one — and inserts each batch in one transaction. A full queue (a stalled disk,
+another process holding the write lock) drops the record and counts it in ``dropped``: a request never waits
+for its own log line. A batch the writer cannot commit after a few attempts is counted in ``failed``.
+
+Retention runs in the writer, in short transactions: rows older than ``retention_days`` are deleted every
+``maintenance_interval`` seconds, and after every batch the database's used size (pages in use, read from two
+O(1) pragmas) is checked against ``max_bytes`` and the oldest rows are deleted down to 90% of it. Freed pages
+are reused, so the file stops growing near ``max_bytes`` (plus the WAL, which SQLite checkpoints at ~4 MB).
+
+Readers (``query``/``summary``, for the API and reports) open their own short-lived read-only connection: WAL
+lets them read while the writer commits. They block on disk, so async callers run them in a thread.
+
+Percentiles are exact over the window: the latencies are fetched sorted by SQLite and the nearest-rank value
+is taken (p-th percentile = the value at rank ceil(p/100 * n)), so p50/p95/p99 are values that occurred.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .record import RequestRecord
+
+__all__ = ["DEFAULT_MAX_BYTES", "RequestLog", "percentile"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+DEFAULT_RETENTION_DAYS = 30.0
+DEFAULT_QUEUE_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_BATCH_INTERVAL = 0.2  # seconds
+DEFAULT_MAINTENANCE_INTERVAL = 60.0  # seconds between age purges
+SCHEMA_VERSION = 1
+WRITE_BUSY_TIMEOUT_MS = 5000
+WRITE_ATTEMPTS = 3
+READ_BUSY_TIMEOUT_MS = 1000
+# One delete statement removes at most this many rows, so another process's writer never waits long.
+DELETE_CHUNK = 5000
+EVICT_TO_FRACTION = 0.9
+
+# Column order of the table and of the insert; RequestRecord field names except where noted.
+_COLUMNS = (
+    "ts",
+    "key_name",
+    "namespace",
+    "model",  # RequestRecord.group
+    "deployment",
+    "status",
+    "error",
+    "latency_ms",
+    "ttft_ms",
+    "upstream_ms",
+    "overhead_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "saved_usd",
+    "cache_status",
+    "coalesced",
+    "attempts",
+    "hedged",
+    "fallback",
+    "stream",
+    "operation",
+    "prompt_text",
+    "reply_text",
+)
+_SCHEMA = (
+    """CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        key_name TEXT,
+        namespace TEXT NOT NULL,
+        model TEXT NOT NULL,
+        deployment TEXT,
+        status INTEGER NOT NULL,
+        error TEXT,
+        latency_ms REAL NOT NULL,
+        ttft_ms REAL,
+        upstream_ms REAL,
+        overhead_ms REAL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        saved_usd REAL NOT NULL,
+        cache_status TEXT NOT NULL,
+        coalesced INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        hedged INTEGER NOT NULL,
+        fallback TEXT,
+        stream INTEGER NOT NULL,
+        operation TEXT,
+        prompt_text TEXT,
+        reply_text TEXT
+    )""",
+    "CREATE INDEX requests_ts ON requests (ts)",
+    "CREATE INDEX requests_model_ts ON requests (model, ts)",
+    "CREATE INDEX requests_key_ts ON requests (key_name, ts)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+_SQL_INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_SQL_PURGE_AGE = "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE ts < ? LIMIT ?)"
+_SQL_EVICT = "DELETE FROM requests WHERE id IN (SELECT id FROM requests ORDER BY id LIMIT ?)"
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_CORRUPTION_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+# Cache statuses that consulted the cache (the hit-rate denominator); bypass and off did not.
+_LOOKUPS = ("hit", "miss", "refresh")
+
+
+@dataclass(slots=True)
+class _Control:
+    """A request to the writer: ``flush`` (commit what came before), ``maintain`` (purge now) or ``stop``."""
+
+    kind: str
+    done: Future[None]
+
+
+class RequestLog:
+    """A bounded, batched, best-effort request log in one SQLite file."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        store_text: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_interval: float = DEFAULT_BATCH_INTERVAL,
+        maintenance_interval: float = DEFAULT_MAINTENANCE_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self.max_bytes = max_bytes
+        self.store_text = store_text
+        self.batch_size = batch_size
+        self.batch_interval = batch_interval
+        self.maintenance_interval = maintenance_interval
+        self.clock = clock
+        self.dropped = 0  # records refused because the queue was full (or the log closed)
+        self.failed = 0  # records lost because their batch could not be committed
+        self.written = 0
+        self.purged = 0  # rows deleted by age
+        self.evicted = 0  # rows deleted by size
+        self._queue: queue.Queue[RequestRecord | _Control] = queue.Queue(maxsize=queue_size)
+        self._closed = False
+        conn = _open(self.path)
+        self._writer = _Writer(self, conn)
+        self._writer.start()
+
+    # ------------------------------------------------------------------------------------------ recording
+    def record(self, rec: RequestRecord) -> None:
+        """Queue one record; never blocks. A full queue drops it (counted in ``dropped``)."""
+        if self._closed:
+            self.dropped += 1
+            return
+        try:
+            self._queue.put_nowait(rec)
+        except queue.Full:
+            self.dropped += 1
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything recorded before this call is committed (or failed)."""
+        self._control("flush").result(timeout)
+
+    def maintain(self, timeout: float | None = None) -> None:
+        """Run the retention pass now (by age and by size), and wait for it."""
+        self._control("maintain").result(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write what is queued, then stop the writer and close its connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._control("stop", force=True).result(timeout)
+        self._writer.join(timeout)
+
+    async def aflush(self) -> None:
+        await asyncio.wrap_future(self._control("flush"))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.wrap_future(self._control("stop", force=True))
+
+    def _control(self, kind: str, *, force: bool = False) -> Future[None]:
+        done: Future[None] = Future()
+        if self._closed and not force:
+            done.set_result(None)
+            return done
+        self._queue.put(_Control(kind, done))  # blocks only while the queue is full: not a hot-path call
+        return done
+
+    # ------------------------------------------------------------------------------------------ reading
+    def query(
+        self,
+        window_minutes: float,
+        *,
+        model: str | None = None,
+        key: str | None = None,
+        deployment: str | None = None,
+        limit: int | None = 1000,
+    ) -> list[dict[str, Any]]:
+        """The newest rows of the last ``window_minutes``, newest first, as dicts keyed by column."""
+        where, params = self._where(window_minutes, model, key, deployment)
+        sql = f"SELECT * FROM requests WHERE {where} ORDER BY ts DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with _reader(self.path) as conn:
+            cursor = conn.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        for row in rows:
+            for flag in ("coalesced", "hedged", "stream"):
+                row[flag] = bool(row[flag])
+        return rows
+
+    def summary(
+        self,
+        window_minutes: float,
+        *,
+        model: str | None = None,
+        key: str | None = None,
+        deployment: str | None = None,
+    ) -> dict[str, Any]:
+        """Counts, errors by class, exact latency/TTFT percentiles, hit rate, tokens, cost and savings."""
+        where, params = self._where(window_minutes, model, key, deployment)
+        lookups = ", ".join(f"'{s}'" for s in _LOOKUPS)
+        with _reader(self.path) as conn:
+            totals = conn.execute(
+                "SELECT count(*), coalesce(sum(error IS NOT NULL OR status >= 400), 0), "
+                "coalesce(sum(cache_status = 'hit'), 0), "
+                f"coalesce(sum(cache_status IN ({lookups})), 0), coalesce(sum(coalesced), 0), "
+                "coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
+                "coalesce(sum(cached_tokens), 0), coalesce(sum(cost_usd), 0.0), coalesce(sum(saved_usd), 0.0), "
+                "coalesce(sum(attempts > 1), 0), coalesce(sum(fallback IS NOT NULL), 0) "
+                f"FROM requests WHERE {where}",
+                params,
+            ).fetchone()
+            errors = dict(
+                conn.execute(
+                    "SELECT coalesce(error, 'HTTP ' || status), count(*) FROM requests "
+                    f"WHERE {where} AND (error IS NOT NULL OR status >= 400) GROUP BY 1 ORDER BY 2 DESC",
+                    params,
+                ).fetchall()
+            )
+            latency = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT latency_ms FROM requests WHERE {where} ORDER BY latency_ms", params
+                ).fetchall()
+            ]
+            ttft = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT ttft_ms FROM requests WHERE {where} AND ttft_ms IS NOT NULL ORDER BY ttft_ms",
+                    params,
+                ).fetchall()
+            ]
+        count, failed, hits, lookups_n, coalesced, prompt, completion, cached, cost, saved, retried, fb = (
+            totals
+        )
+        return {
+            "window_minutes": window_minutes,
+            "count": count,
+            "errors": failed,
+            "error_rate": failed / count if count else 0.0,
+            "errors_by_class": errors,
+            "latency_ms": _percentiles(latency),
+            "ttft_ms": _percentiles(ttft),
+            "cache_hits": hits,
+            "cache_lookups": lookups_n,
+            "hit_rate": hits / lookups_n if lookups_n else 0.0,
+            "coalesced": coalesced,
+            "retried": retried,
+            "fallbacks": fb,
+            "tokens": {"prompt": prompt, "completion": completion, "cached": cached},
+            "cost_usd": cost,
+            "saved_usd": saved,
+        }
+
+    def _where(
+        self, window_minutes: float, model: str | None, key: str | None, deployment: str | None
+    ) -> tuple[str, list[Any]]:
+        clauses = ["ts >= ?"]
+        params: list[Any] = [self.clock() - window_minutes * 60.0]
+        for column, value in (("model", model), ("key_name", key), ("deployment", deployment)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return " AND ".join(clauses), params
+
+    # ------------------------------------------------------------------------------------------ writer side
+    def _row(self, rec: RequestRecord) -> tuple[Any, ...]:
+        text = self.store_text
+        return (
+            rec.ts,
+            rec.key_name,
+            rec.namespace,
+            rec.group,
+            rec.deployment,
+            rec.status,
+            rec.error,
+            rec.latency_ms,
+            rec.ttft_ms,
+            rec.upstream_ms,
+            rec.overhead_ms,
+            rec.prompt_tokens,
+            rec.completion_tokens,
+            rec.cached_tokens,
+            rec.cost_usd,
+            rec.saved_usd,
+            rec.cache_status,
+            int(rec.coalesced),
+            rec.attempts,
+            int(rec.hedged),
+            rec.fallback,
+            int(rec.stream),
+            rec.operation,
+            rec.prompt_text if text else None,
+            rec.reply_text if text else None,
+        )
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence: the value at rank ceil(p/100 * n); None if empty."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    rank = max(1, math.ceil(p / 100.0 * n))
+    return float(sorted_values[min(rank, n) - 1])
+
+
+def _percentiles(sorted_values: Sequence[float]) -> dict[str, float | None]:
+    return {
+        "p50": percentile(sorted_values, 50),
+        "p95": percentile(sorted_values, 95),
+        "p99": percentile(sorted_values, 99),
+        "max": float(sorted_values[-1]) if sorted_values else None,
+    }
+
+
+class _Writer(threading.Thread):
+    """Drains the log's queue into batched transactions on its own connection."""
+
+    def __init__(self, owner: RequestLog, conn: sqlite3.Connection) -> None:
+        # Daemon: a log that is never closed must not hang interpreter exit (its queued records are lost).
+        super().__init__(name=f"slipstream-requestlog:{owner.path.name}", daemon=True)
+        self.owner = owner
+        self.conn = conn
+        self.last_purge = time.monotonic()
+
+    def run(self) -> None:
+        owner = self.owner
+        stop: _Control | None = None
+        try:
+            while stop is None:
+                records, controls = self._collect()
+                if records:
+                    self._write(records)
+                for control in controls:
+                    if control.kind == "maintain":
+                        self._maintain(purge_age=True)
+                due = time.monotonic() - self.last_purge >= owner.maintenance_interval
+                if records or due:
+                    self._maintain(purge_age=due)
+                for control in controls:
+                    if control.kind == "stop":
+                        stop = control
+                    else:
+                        _resolve(control.done)
+        finally:
+            self.conn.close()
+            if stop is not None:
+                _resolve(stop.done)
+
+    def _collect(self) -> tuple[list[RequestRecord], list[_Control]]:
+        """The next batch: wait for a first item, then gather more until the batch is full, the interval
+        since the first item has passed, or a control request asks for an answer now."""
+        owner = self.owner
+        records: list[RequestRecord] = []
+        controls: list[_Control] = []
+        try:
+            first = owner._queue.get(timeout=owner.maintenance_interval)
+        except queue.Empty:
+            return records, controls
+        deadline = time.monotonic() + owner.batch_interval
+        item: RequestRecord | _Control | None = first
+        while item is not None:
+            if isinstance(item, _Control):
+                controls.append(item)
+                break
+            records.append(item)
+            if len(records) >= owner.batch_size:
+                break
+            remaining = deadline - time.monotonic()
+            try:
+                item = owner._queue.get(timeout=remaining) if remaining > 0 else owner._queue.get_nowait()
+            except queue.Empty:
+                item = None
+        return records, controls
+
+    def _write(self, records: list[RequestRecord]) -> None:
+        rows = [self.owner._row(rec) for rec in records]  # before BEGIN: keep the file lock short
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self._transaction(_SQL_INSERT, rows, many=True)
+            except Exception as exc:  # never let the thread die: the log is best-effort
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY_CODES
+                if busy and attempt < WRITE_ATTEMPTS:
+                    continue
+                self.owner.failed += len(rows)
+                log.warning(
+                    "request log: writing %d records to %s failed: %s", len(rows), self.owner.path, exc
+                )
+                return
+            self.owner.written += len(rows)
+            return
+
+    def _maintain(self, *, purge_age: bool) -> None:
+        """Delete rows past retention (when ``purge_age``) and the oldest rows while over ``max_bytes``."""
+        owner = self.owner
+        try:
+            if purge_age:
+                self.last_purge = time.monotonic()
+                cutoff = owner.clock() - owner.retention_days * 86400.0
+                while True:
+                    n = self._transaction(_SQL_PURGE_AGE, (cutoff, DELETE_CHUNK))
+                    owner.purged += n
+                    if n < DELETE_CHUNK:
+                        break
+            used = _used_bytes(self.conn)
+            if used <= owner.max_bytes:
+                return
+            target = owner.max_bytes * EVICT_TO_FRACTION
+            while used > target:
+                count = self.conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+                if count == 0:
+                    break
+                # The oldest rows, at the average row's share of the used size, to get under the target.
+                n = min(DELETE_CHUNK, max(1, math.ceil(count * (used - target) / used)))
+                deleted = self._transaction(_SQL_EVICT, (n,))
+                owner.evicted += deleted
+                if deleted == 0:
+                    break
+                used = _used_bytes(self.conn)
+        except Exception as exc:
+            log.warning("request log: retention pass on %s failed: %s", owner.path, exc)
+
+    def _transaction(self, sql: str, params: Any, *, many: bool = False) -> int:
+        """Run one statement in its own write transaction; returns the rows it changed."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = (conn.executemany if many else conn.execute)(sql, params).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes in pages that hold data (free pages excluded: they are reused before the file grows)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+def _resolve(future: Future[None]) -> None:
+    try:
+        future.set_result(None)
+    except InvalidStateError:  # the awaiting task was cancelled
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- opening
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """The writer's connection to a ready database; a damaged or foreign file is moved aside first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _connect_writer(path)
+    except sqlite3.DatabaseError as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code not in _CORRUPTION_CODES and "schema" not in str(exc):
+            raise
+        aside = Path(f"{path}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+            except FileNotFoundError:
+                pass
+        log.warning("request log %s is unusable (%s): moved it to %s, starting afresh", path, exc, aside)
+    return _connect_writer(path)
+
+
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: the writer issues its own BEGIN IMMEDIATE. check_same_thread=False: the connection
+    # is opened here and used by the writer thread only.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {WRITE_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if version == 0 and tables == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            elif version != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"unknown schema (user_version {version})")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _reader:
+    """A short-lived read-only connection (``with _reader(path) as conn``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute(f"PRAGMA busy_timeout = {READ_BUSY_TIMEOUT_MS}")
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
