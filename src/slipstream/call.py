@@ -33,6 +33,7 @@ class Call:
         "kind",
         "namespace",
         "request",
+        "upstream_ms",
     )
 
     def __init__(
@@ -58,8 +59,10 @@ class Call:
         self.coalesced = False  # answered by an identical request's upstream call
         self.attempts = 0  # upstream attempts made (retries and failovers included)
         self.hedged = False  # a second, hedging attempt was started
-        self.fallback: str | None = (
-            None  # "static" when every deployment failed and the group's fixed reply answered
+        # "static" when every deployment failed and the group's fixed reply answered
+        self.fallback: str | None = None
+        self.upstream_ms: float | None = (
+            None  # time spent in upstream attempts (to the last chunk for streams)
         )
 
     @property

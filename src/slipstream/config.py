@@ -7,6 +7,7 @@ The schema (every key optional; ``examples/slipstream.yaml`` shows all of them):
     cache:        enabled, ttl, normalize_whitespace,
                   memory: {max_entries, max_bytes}, sqlite: {enabled, path, max_bytes}
     coalescing:   enabled                              identical requests in flight share one upstream call
+    observe:      metrics, request_log: {enabled, path, retention_days, max_bytes, store_text}
     model_groups: NAME: {strategy, timeout, retries: {max_attempts, base_delay, max_delay, budget},
                          breaker: {failures, error_rate, min_requests, window, cooldown},
                          hedge: {after}, fallback_reply,
@@ -49,6 +50,7 @@ __all__ = [
     "GroupPolicy",
     "KeyConfig",
     "ModelGroup",
+    "ObserveConfig",
     "ServerConfig",
     "default_config",
     "load_config",
@@ -141,6 +143,16 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ObserveConfig:
+    metrics: bool = True
+    request_log: bool = True
+    request_log_path: str = f"{DEFAULT_DATA_DIR}/requests.db"
+    retention_days: float = 30.0
+    request_log_max_bytes: int = 512 * 1024 * 1024
+    store_text: bool = False  # prompt and reply text are kept only when this is on
+
+
+@dataclass(frozen=True, slots=True)
 class ModelGroup:
     name: str
     deployments: tuple[Deployment, ...]
@@ -153,6 +165,7 @@ class Config:
     keys: tuple[KeyConfig, ...] = ()
     cache: CacheConfig = CacheConfig()
     coalescing: bool = True
+    observe: ObserveConfig = ObserveConfig()
     model_groups: Mapping[str, ModelGroup] = field(default_factory=dict)
     # Providers whose keys are known: ``"openai/<any model>"`` resolves to an ad-hoc deployment of them.
     passthrough: Mapping[str, Deployment] = field(default_factory=dict)
@@ -215,7 +228,10 @@ def default_config(*, environ: Mapping[str, str] | None = None) -> Config:
                 model, (Deployment(provider=provider, model=model, name=f"{provider}/{model}", api_key=key),)
             )
     cache = CacheConfig(sqlite_path=str(Path(data_dir) / "cache.db"))
-    return Config(cache=cache, model_groups=groups, passthrough=passthrough, source="<defaults>")
+    observe = ObserveConfig(request_log_path=str(Path(data_dir) / "requests.db"))
+    return Config(
+        cache=cache, observe=observe, model_groups=groups, passthrough=passthrough, source="<defaults>"
+    )
 
 
 def _index_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
@@ -320,7 +336,7 @@ class _Reader:
 
     # --- sections
     def config(self, data: Any) -> Config:
-        top = self.mapping(data, "", {"server", "keys", "cache", "coalescing", "model_groups"})
+        top = self.mapping(data, "", {"server", "keys", "cache", "coalescing", "observe", "model_groups"})
         server = self.server(top.get("server"))
         keys = self.keys(top.get("keys"))
         cache = self.cache(top.get("cache"))
@@ -333,6 +349,7 @@ class _Reader:
             keys=keys,
             cache=cache,
             coalescing=self.get(coalescing, "enabled", "coalescing", _bool, True),
+            observe=self.observe(top.get("observe"), Path(cache.sqlite_path).parent / "requests.db"),
             model_groups=groups,
             source=self.source,
         )
@@ -418,6 +435,24 @@ class _Reader:
             )
             groups[str(name)] = ModelGroup(str(name), deployments, self.policy(d, path))
         return groups
+
+    def observe(self, value: Any, default_log_path: Path) -> ObserveConfig:
+        """The request log lives beside the cache (the same data folder) unless its path is given."""
+        d = self.mapping(value, "observe", {"metrics", "request_log"})
+        log = self.mapping(
+            d.get("request_log"),
+            "observe.request_log",
+            {"enabled", "path", "retention_days", "max_bytes", "store_text"},
+        )
+        lp, default = "observe.request_log", ObserveConfig()
+        return ObserveConfig(
+            metrics=self.get(d, "metrics", "observe", _bool, True),
+            request_log=self.get(log, "enabled", lp, _bool, True),
+            request_log_path=self.get(log, "path", lp, _str, str(default_log_path)),
+            retention_days=self.get(log, "retention_days", lp, _float, default.retention_days),
+            request_log_max_bytes=self.get(log, "max_bytes", lp, _int, default.request_log_max_bytes),
+            store_text=self.get(log, "store_text", lp, _bool, False),
+        )
 
     def policy(self, d: dict[str, Any], path: str) -> GroupPolicy:
         strategy = self.get(d, "strategy", path, _str, "failover")

@@ -7,6 +7,7 @@ fake ``next`` and switched off in config.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from .coalesce import CoalescingLayer
 from .config import Config, ModelGroup
 from .errors import ModelNotFound
 from .limits.layer import KeyLimitLayer
+from .observe.metrics import Metrics
+from .observe.observer import Observer
+from .observe.requestlog import RequestLog
 from .providers import Deployment, Provider, get_provider_class
 from .providers.base import Price
 from .providers.http import HttpPool
@@ -48,6 +52,7 @@ class Pipeline:
         *,
         cache_store: CacheStore | None = None,
         layers: Sequence[Layer] | None = None,
+        observe: bool = True,
     ) -> None:
         self.config = config
         self.http = HttpPool()
@@ -74,6 +79,7 @@ class Pipeline:
             layers = built
         self.layers = tuple(layers)
         self.router = Router(self.resolve, self.provider_for)
+        self.observer = build_observer(self) if observe else None
         handler: Handler = self.router
         for layer in reversed(self.layers):
             handler = _bind(layer, handler)
@@ -97,7 +103,20 @@ class Pipeline:
         """Run one call through the layers. A streamed call returns a stream whose first chunk has arrived,
         so that upstream failures before the first byte surface here, as errors, not inside the stream."""
         self.resolve(call.request.model)
-        return await self._handler(call)
+        observer = self.observer
+        if observer is None:
+            return await self._handler(call)
+        ts, started = time.time(), time.perf_counter()
+        observer.start()
+        try:
+            result = await self._handler(call)
+        except BaseException as exc:
+            observer.failed(call, ts=ts, started=started, error=exc)
+            raise
+        if isinstance(result, Reply):
+            observer.finish(call, ts=ts, started=started, status=200, usage=result.usage)
+            return result
+        return observer.watch(call, result, ts=ts, started=started)
 
     def models(self) -> list[str]:
         return sorted(self.config.model_groups)
@@ -109,6 +128,8 @@ class Pipeline:
         await self.http.aclose()
         if self.cache is not None:
             await self.cache.store.aclose()
+        if self.observer is not None:
+            await self.observer.aclose()
 
     # ---------------------------------------------------------------------------------------------- terminal
     def provider_for(self, deployment: Deployment) -> Provider:
@@ -155,6 +176,29 @@ class Pipeline:
             if coalescing
             else None,
         }
+
+
+def build_observer(pipeline: Pipeline) -> Observer | None:
+    """Metrics and the request log, as the config asks; gauges read live state at scrape time."""
+    settings = pipeline.config.observe
+    if not settings.metrics and not settings.request_log:
+        return None
+    groups = pipeline.config.model_groups.values()
+    metrics = Metrics([g.name for g in groups], [d.label for g in groups for d in g.deployments])
+
+    def breakers() -> dict[str, str]:
+        return {d["deployment"]: d["breaker"]["state"] for ds in pipeline.health().values() for d in ds}
+
+    metrics.add_breaker_gauge(breakers)
+    log = None
+    if settings.request_log:
+        log = RequestLog(
+            settings.request_log_path,
+            retention_days=settings.retention_days,
+            max_bytes=settings.request_log_max_bytes,
+            store_text=settings.store_text,
+        )
+    return Observer(metrics, log, price_of=pipeline._price_of, store_text=settings.store_text)
 
 
 def _bind(layer: Layer, next: Handler) -> Handler:

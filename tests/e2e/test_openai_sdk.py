@@ -214,3 +214,18 @@ def test_restart_keeps_the_sqlite_cache(gateways: GatewayFactory):
     after = _client(second).chat.completions.with_raw_response.create(model="sim", messages=msgs)
     assert after.headers["x-slipstream-cache"] == "hit"
     assert after.parse().choices[0].message.content == before.parse().choices[0].message.content
+
+
+def test_metrics_endpoint_after_known_requests(gateway: Process):
+    client = _client(gateway)
+    msgs = [{"role": "user", "content": "count me"}]
+    client.chat.completions.create(model="sim", messages=msgs)
+    client.chat.completions.create(model="sim", messages=msgs)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="missing", messages=msgs)
+    response = httpx.get(f"{gateway.url}/metrics", timeout=5)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'slipstream_requests_total{model="sim",status="200"} 2.0' in text
+    assert 'slipstream_cache_total{model="sim",result="hit"} 1.0' in text
+    assert "missing" not in text  # unknown model names never become label values

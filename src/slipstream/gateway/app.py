@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import RequestTooLarge
+from ..errors import RequestTooLarge, SlipstreamError
 from ..pipeline import Pipeline
-from .edge import JSON_HEADERS, Edge, EdgeResponse, error_response
+from .edge import JSON_HEADERS, Edge, EdgeResponse, error_response, not_found
 
 __all__ = ["GatewayApp"]
 
@@ -73,6 +73,9 @@ class GatewayApp:
             return
         if path == "/readyz":
             await _send(send, self._ready())
+            return
+        if path == "/metrics":
+            await _send(send, self._metrics(scope))
             return
         headers: dict[str, str] = {}
         content_length = -1
@@ -134,6 +137,19 @@ class GatewayApp:
                 return None
             parts.append(piece)
         return b"".join(parts)
+
+    def _metrics(self, scope: Scope) -> EdgeResponse:
+        """Prometheus exposition; behind the admin key when one is configured (scrapers send it as a bearer)."""
+        observer = self.pipeline.observer
+        if observer is None or not self.pipeline.config.observe.metrics:
+            return error_response(not_found("/metrics"))
+        headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED_HEADERS}
+        try:
+            self.edge.authenticate_admin(headers)
+        except SlipstreamError as exc:
+            return error_response(exc)
+        body, content_type = observer.metrics.render()
+        return EdgeResponse(200, [(b"content-type", content_type.encode())], body)
 
     def _ready(self) -> EdgeResponse:
         """Ready while every model group has a deployment whose breaker lets calls through."""

@@ -129,7 +129,7 @@ class Edge:
                 self.authenticate_admin(headers)
                 stats = await self.pipeline.cache_stats()
                 return EdgeResponse(200, list(JSON_HEADERS), orjson.dumps({"cache": stats}))
-            return error_response(_not_found(path))
+            return error_response(not_found(path))
         except SlipstreamError as exc:
             return error_response(exc)
         except Exception:
@@ -237,7 +237,7 @@ async def sse_bytes(stream: AsyncIterator[Chunk], request: ChatRequest) -> Async
     yield _DONE_EVENT
 
 
-def _not_found(path: str) -> SlipstreamError:
+def not_found(path: str) -> SlipstreamError:
     exc = SlipstreamError(f"Unknown path: {path}")
     exc.status, exc.type = 404, "invalid_request_error"
     return exc

@@ -285,9 +285,11 @@ class Router:
             _report(rt, exc)
             if permit is not None:
                 permit.finish(exc)
+            _add_upstream_time(call, self.clock() - started)
             raise
         call.deployment = rt.deployment.label  # set by the attempt that answered (a hedge may lose)
         ttfb = self.clock() - started
+        _add_upstream_time(call, ttfb)
         state.ttfb.append(ttfb)
         if isinstance(result, Reply):
             rt.stats.finish(ttfb)
@@ -297,7 +299,7 @@ class Router:
                 permit.observe(result.headers)
                 permit.finish(None)
             return result
-        return _watched(result, rt, permit, ttfb)
+        return _watched(result, rt, permit, ttfb, call, self.clock)
 
     async def _send(self, call: Call, rt: DeploymentRuntime) -> CallResult:
         request = call.request
@@ -358,12 +360,22 @@ async def _prepend(first: Chunk, stream: ChunkStream) -> AsyncIterator[Chunk]:
         await stream.aclose()  # type: ignore[attr-defined]
 
 
+def _add_upstream_time(call: Call, seconds: float) -> None:
+    call.upstream_ms = (call.upstream_ms or 0.0) + seconds * 1000
+
+
 async def _watched(
-    stream: ChunkStream, rt: DeploymentRuntime, permit: Any, ttfb: float
+    stream: ChunkStream,
+    rt: DeploymentRuntime,
+    permit: Any,
+    ttfb: float,
+    call: Call,
+    clock: Callable[[], float],
 ) -> AsyncIterator[Chunk]:
-    """Pass a stream through, then tell the breaker, stats and limiter how it ended."""
+    """Pass a stream through, then tell the breaker, stats, limiter and call how it ended."""
     usage = None
     error: BaseException | None = None
+    first_byte_at = clock()
     try:
         async for chunk in stream:
             if chunk.data.get("usage"):
@@ -374,6 +386,7 @@ async def _watched(
         raise
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
+        _add_upstream_time(call, clock() - first_byte_at)
         rt.stats.finish(ttfb if error is None else None)
         if error is None or isinstance(error, GeneratorExit | asyncio.CancelledError):
             rt.breaker.record_success()
