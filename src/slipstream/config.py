@@ -5,7 +5,8 @@ The schema (every key optional; ``examples/slipstream.yaml`` shows all of them):
     server:       host, port, max_body_bytes, admin_key
     keys:         - {key, name, namespace, limits}    virtual API keys; none → loopback only
     cache:        enabled, ttl, normalize_whitespace,
-                  memory: {max_entries, max_bytes}, sqlite: {enabled, path, max_bytes}
+                  memory: {max_entries, max_bytes}, sqlite: {enabled, path, max_bytes},
+                  redis: {url, timeout}                 shared tier; replaces SQLite behind the memory tier
     coalescing:   enabled                              identical requests in flight share one upstream call
     observe:      metrics, request_log: {enabled, path, retention_days, max_bytes, store_text}
     model_groups: NAME: {strategy, timeout, retries: {max_attempts, base_delay, max_delay, budget},
@@ -140,6 +141,8 @@ class CacheConfig:
     sqlite_enabled: bool = True
     sqlite_path: str = f"{DEFAULT_DATA_DIR}/cache.db"
     sqlite_max_bytes: int = DEFAULT_SQLITE_BYTES
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    redis_timeout: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +396,8 @@ class _Reader:
         return tuple(keys)
 
     def cache(self, value: Any) -> CacheConfig:
-        d = self.mapping(value, "cache", {"enabled", "ttl", "normalize_whitespace", "memory", "sqlite"})
+        d = self.mapping(value, "cache", {"enabled", "ttl", "normalize_whitespace", "memory", "sqlite", "redis"})
+        red = self.mapping(d.get("redis"), "cache.redis", {"url", "timeout"})
         mem = self.mapping(d.get("memory"), "cache.memory", {"max_entries", "max_bytes"})
         sql = self.mapping(d.get("sqlite"), "cache.sqlite", {"enabled", "path", "max_bytes"})
         ttl = self.get(d, "ttl", "cache", _float, DEFAULT_CACHE_TTL)
@@ -408,6 +412,8 @@ class _Reader:
             sqlite_enabled=self.get(sql, "enabled", "cache.sqlite", _bool, True),
             sqlite_path=self.get(sql, "path", "cache.sqlite", _str, f"{DEFAULT_DATA_DIR}/cache.db"),
             sqlite_max_bytes=self.get(sql, "max_bytes", "cache.sqlite", _int, DEFAULT_SQLITE_BYTES),
+            redis_url=self.get(red, "url", "cache.redis", _str, None) or None,
+            redis_timeout=self.get(red, "timeout", "cache.redis", _float, 0.05),
         )
 
     def groups(self, value: Any) -> dict[str, ModelGroup]:

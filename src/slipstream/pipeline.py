@@ -37,6 +37,11 @@ __all__ = ["Pipeline", "build_cache_store"]
 def build_cache_store(config: Config) -> CacheStore:
     cache = config.cache
     memory = MemoryStore(max_entries=cache.memory_max_entries, max_bytes=cache.memory_max_bytes)
+    if cache.redis_url:
+        from .stores.redis import RedisStore  # the `redis` extra: imported only when configured
+
+        shared = RedisStore(cache.redis_url, get_timeout=cache.redis_timeout, set_timeout=cache.redis_timeout)
+        return TieredStore(memory, shared)
     if not cache.sqlite_enabled:
         return memory
     path = Path(cache.sqlite_path)
