@@ -223,6 +223,7 @@ class Router:
     ) -> CallResult:
         """Start ``first``; if it has no answer within ``delay``, start ``second`` too; keep the first answer."""
         used.append(first)
+        primary_started = self.clock()
         primary = asyncio.ensure_future(self._attempt(call, first, deadline, state))
         try:
             done, _ = await asyncio.wait({primary}, timeout=delay)
@@ -249,6 +250,10 @@ class Router:
                         return task.result()
                     error = task.exception()
         finally:
+            if primary in pending:
+                # The slow primary never reports its time to first byte; record what it had waited, a lower
+                # bound, so the p95 the hedge delay follows is not computed from the fast answers alone.
+                state.ttfb.append(self.clock() - primary_started)
             for task in pending:
                 task.cancel()
                 with contextlib.suppress(BaseException):
