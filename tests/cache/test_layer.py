@@ -186,3 +186,22 @@ async def test_embeddings_are_cached_by_kind(layer):
         call = Call(validate_embeddings_request({"model": "e", "input": "x"}))
         await layer(call, embed_next)
     assert calls == 1 and call.cache_status == "hit"
+
+
+async def test_coalesced_followers_do_not_store_again(layer):
+    stores = []
+    real_set = layer.store.set
+
+    async def counting_set(key, value, ttl):
+        stores.append(key)
+        await real_set(key, value, ttl)
+
+    layer.store.set = counting_set
+    up = Upstream()
+    follower = _call()
+    follower.coalesced = True  # as the coalescing layer marks a request answered by another's upstream call
+    await layer(follower, up)
+    assert stores == []  # the follower's answer is the leader's; the leader's pass stores it
+    leader = _call()
+    await layer(leader, up)
+    assert leader.cache_status == "miss" and stores == [leader.cache_key]

@@ -107,8 +107,10 @@ class CacheLayer:
         else:
             call.cache_status = "refresh"
         result = await next(call)
-        if not directives.write or call.fallback is not None:
-            return result  # a static fallback reply is no answer to store
+        if not directives.write or call.fallback is not None or call.coalesced:
+            # A static fallback reply is no answer to store; a coalesced follower's answer is the leader's,
+            # which the leader's own pass through this layer stores once.
+            return result
         ttl = directives.ttl or self.ttl
         if isinstance(result, Reply):
             if _cacheable(result.data, call.kind):
