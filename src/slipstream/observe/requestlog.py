@@ -28,6 +28,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
@@ -111,9 +112,9 @@ _SCHEMA = (
         prompt_text TEXT,
         reply_text TEXT
     )""",
+    # One index: every query is a time window first (filters by model/key/deployment scan inside it); each
+    # extra index costs every insert on the writer thread.
     "CREATE INDEX requests_ts ON requests (ts)",
-    "CREATE INDEX requests_model_ts ON requests (model, ts)",
-    "CREATE INDEX requests_key_ts ON requests (key_name, ts)",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 _SQL_INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -162,7 +163,13 @@ class RequestLog:
         self.written = 0
         self.purged = 0  # rows deleted by age
         self.evicted = 0  # rows deleted by size
-        self._queue: queue.Queue[RequestRecord | _Control] = queue.Queue(maxsize=queue_size)
+        # Records go into a plain deque (append is atomic under the GIL and wakes nobody); the writer drains it
+        # every ``batch_interval``. A queue.Queue here woke the writer thread on every record: a GIL hand-off
+        # and a futex per request, measured at ~18 us of CPU per cache hit and far more per miss.
+        self.queue_size = queue_size
+        self._pending: deque[RequestRecord] = deque()
+        self._controls: queue.SimpleQueue[_Control] = queue.SimpleQueue()
+        self._wake = threading.Event()  # set only by control requests (flush, maintain, stop)
         self._closed = False
         conn = _open(self.path)
         self._writer = _Writer(self, conn)
@@ -171,17 +178,14 @@ class RequestLog:
     # ------------------------------------------------------------------------------------------ recording
     def record(self, rec: RequestRecord) -> None:
         """Queue one record; never blocks. A full queue drops it (counted in ``dropped``)."""
-        if self._closed:
+        if self._closed or len(self._pending) >= self.queue_size:
             self.dropped += 1
             return
-        try:
-            self._queue.put_nowait(rec)
-        except queue.Full:
-            self.dropped += 1
+        self._pending.append(rec)
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything recorded before this call is committed (or failed)."""
@@ -213,7 +217,8 @@ class RequestLog:
         if self._closed and not force:
             done.set_result(None)
             return done
-        self._queue.put(_Control(kind, done))  # blocks only while the queue is full: not a hot-path call
+        self._controls.put(_Control(kind, done))
+        self._wake.set()
         return done
 
     # ------------------------------------------------------------------------------------------ reading
@@ -401,29 +406,19 @@ class _Writer(threading.Thread):
                 _resolve(stop.done)
 
     def _collect(self) -> tuple[list[RequestRecord], list[_Control]]:
-        """The next batch: wait for a first item, then gather more until the batch is full, the interval
-        since the first item has passed, or a control request asks for an answer now."""
+        """The next batch: everything recorded by the end of a ``batch_interval`` nap (cut short by a control
+        request, which is then answered after the records queued before it are written)."""
         owner = self.owner
-        records: list[RequestRecord] = []
+        owner._wake.wait(owner.batch_interval)
+        owner._wake.clear()
         controls: list[_Control] = []
-        try:
-            first = owner._queue.get(timeout=owner.maintenance_interval)
-        except queue.Empty:
-            return records, controls
-        deadline = time.monotonic() + owner.batch_interval
-        item: RequestRecord | _Control | None = first
-        while item is not None:
-            if isinstance(item, _Control):
-                controls.append(item)
-                break
-            records.append(item)
-            if len(records) >= owner.batch_size:
-                break
-            remaining = deadline - time.monotonic()
+        while True:
             try:
-                item = owner._queue.get(timeout=remaining) if remaining > 0 else owner._queue.get_nowait()
+                controls.append(owner._controls.get_nowait())
             except queue.Empty:
-                item = None
+                break
+        pending = owner._pending
+        records = [pending.popleft() for _ in range(len(pending))]
         return records, controls
 
     def _write(self, records: list[RequestRecord]) -> None:

@@ -73,6 +73,8 @@ PURGE_INTERVAL = 10.0
 PURGE_CHUNK = 1000
 # How many queued operations go into one transaction.
 MAX_BATCH = 1000
+# How long the writer gathers writes after the first one arrives (flush, delete and clear are not delayed).
+GATHER_SECONDS = 0.005
 # Pending writes beyond this are dropped (a cache write is best-effort): a stalled disk must not grow memory.
 DEFAULT_MAX_PENDING = 50_000
 # Writers wait this long for another process's write lock (per attempt) before giving up on a batch.
@@ -338,6 +340,10 @@ class _Writer(threading.Thread):
         try:
             while stop is None:
                 batch = [self.store._queue.get()]
+                if isinstance(batch[0], _Set):
+                    # Gather for a moment before writing: while this thread sleeps, puts wake nobody, so a busy
+                    # gateway pays one wake-up and one transaction per window instead of one per cached reply.
+                    time.sleep(GATHER_SECONDS)
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(self.store._queue.get_nowait())
