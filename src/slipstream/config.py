@@ -396,7 +396,9 @@ class _Reader:
         return tuple(keys)
 
     def cache(self, value: Any) -> CacheConfig:
-        d = self.mapping(value, "cache", {"enabled", "ttl", "normalize_whitespace", "memory", "sqlite", "redis"})
+        d = self.mapping(
+            value, "cache", {"enabled", "ttl", "normalize_whitespace", "memory", "sqlite", "redis"}
+        )
         red = self.mapping(d.get("redis"), "cache.redis", {"url", "timeout"})
         mem = self.mapping(d.get("memory"), "cache.memory", {"max_entries", "max_bytes"})
         sql = self.mapping(d.get("sqlite"), "cache.sqlite", {"enabled", "path", "max_bytes"})
