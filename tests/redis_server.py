@@ -15,10 +15,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 __all__ = ["REDIS_SERVER", "RedisServer", "redis_server", "redis_url"]
 
@@ -117,3 +118,11 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
     if not redis_server.running:
         redis_server.start()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain client, to look at (or damage) what a store or limiter wrote."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

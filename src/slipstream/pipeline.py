@@ -211,7 +211,3 @@ def _bind(layer: Layer, next: Handler) -> Handler:
         return await layer(call, next)
 
     return handler
-
-
-def is_stream(result: CallResult) -> bool:
-    return not isinstance(result, Reply)

@@ -30,10 +30,7 @@ __all__ = [
     "ToolDict",
     "UsageDict",
     "dumps",
-    "loads",
 ]
-
-loads = orjson.loads
 
 
 def dumps(obj: Any) -> bytes:

@@ -14,16 +14,9 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from slipstream.limits.redis import Grant, LimitBackendUnavailable, RedisLimitBackend, limit_keys
-from tests.redis_server import RedisServer, redis_server, redis_url  # noqa: F401
+from tests.redis_server import RedisServer, raw, redis_server, redis_url  # noqa: F401
 
 OpenBackend = Callable[..., RedisLimitBackend]
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:  # noqa: F811
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -41,7 +34,7 @@ async def open_backend(redis_url: str) -> AsyncIterator[OpenBackend]:  # noqa: F
         await backend.aclose()
 
 
-async def test_keys_of_a_scope_share_one_slot(open_backend: OpenBackend, raw: aioredis.Redis) -> None:
+async def test_keys_of_a_scope_share_one_slot(open_backend: OpenBackend, raw: aioredis.Redis) -> None:  # noqa: F811
     backend = open_backend()
     keys = limit_keys("deploy:gpt-4o@eu")
     assert len({key_slot(k.encode()) for k in keys.values()}) == 1
@@ -107,7 +100,7 @@ async def test_wait_is_when_the_oldest_bucket_expires(open_backend: OpenBackend)
     assert (await backend.usage("s"))[0] <= 2
 
 
-async def test_pruning_many_buckets(open_backend: OpenBackend, raw: aioredis.Redis) -> None:
+async def test_pruning_many_buckets(open_backend: OpenBackend, raw: aioredis.Redis) -> None:  # noqa: F811
     backend = open_backend(window=1.0, granularity=0.00001)  # 10 µs buckets: about one per call
     grants = [await backend.try_acquire("s", 100_000, None) for _ in range(1200)]
     assert all(g.admitted for g in grants)
@@ -182,7 +175,7 @@ async def test_renewed_lease_outlives_its_first_ttl(open_backend: OpenBackend) -
     assert (await backend.acquire_slot("s", 1))[0] is None
 
 
-async def test_abandoned_calls_are_undone(open_backend: OpenBackend, raw: aioredis.Redis) -> None:
+async def test_abandoned_calls_are_undone(open_backend: OpenBackend, raw: aioredis.Redis) -> None:  # noqa: F811
     """A check that times out after Redis ran it must not keep the request, the tokens or the slot."""
     backend = open_backend(timeout=1e-6, failure_threshold=10**9)
     observer = open_backend()

@@ -21,7 +21,7 @@ from slipstream.stores.redis import (
     unpack_entry,
 )
 from slipstream.stores.sqlite import FORMAT_RAW, FORMAT_ZLIB
-from tests.redis_server import RedisServer, redis_server, redis_url  # noqa: F401
+from tests.redis_server import RedisServer, raw, redis_server, redis_url  # noqa: F401
 
 from . import FakeClock
 
@@ -43,14 +43,6 @@ REPLY = orjson.dumps(
 KEY = "tenant-a:chat:gpt-4o-mini:" + "0123456789abcdef" * 2
 
 OpenStore = Callable[..., RedisStore]
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:  # noqa: F811
-    """A plain client, to look at (or damage) what the store wrote."""
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -110,7 +102,7 @@ def test_health_threshold_probe_and_recovery() -> None:
 # ----------------------------------------------------------------------------------------------- basics
 
 
-async def test_round_trip_with_age_and_compression(open_store: OpenStore, raw: aioredis.Redis) -> None:
+async def test_round_trip_with_age_and_compression(open_store: OpenStore, raw: aioredis.Redis) -> None:  # noqa: F811
     clock = FakeClock()
     store = open_store(clock=clock)
     await store.set(KEY, REPLY, 60)
@@ -125,7 +117,7 @@ async def test_round_trip_with_age_and_compression(open_store: OpenStore, raw: a
     assert await store.get("tenant-a:missing") is None
 
 
-async def test_entry_memory_is_value_plus_overhead(open_store: OpenStore, raw: aioredis.Redis) -> None:
+async def test_entry_memory_is_value_plus_overhead(open_store: OpenStore, raw: aioredis.Redis) -> None:  # noqa: F811
     """Keeps ENTRY_OVERHEAD (documented in the module) honest against this Redis version."""
     store = open_store()
     await store.set(KEY, REPLY, 60)
@@ -135,7 +127,7 @@ async def test_entry_memory_is_value_plus_overhead(open_store: OpenStore, raw: a
     assert len(stored) < usage <= len(stored) + ENTRY_OVERHEAD  # MEMORY USAGE leaves out the expiry entry
 
 
-async def test_real_ttl_expiry(open_store: OpenStore, raw: aioredis.Redis) -> None:
+async def test_real_ttl_expiry(open_store: OpenStore, raw: aioredis.Redis) -> None:  # noqa: F811
     store = open_store()
     await store.set(KEY, REPLY, 0.5)
     assert await store.get(KEY) is not None
@@ -169,7 +161,7 @@ async def test_delete(open_store: OpenStore) -> None:
     assert await store.get(KEY) is None
 
 
-async def test_clear_by_prefix_leaves_other_keys(open_store: OpenStore, raw: aioredis.Redis) -> None:
+async def test_clear_by_prefix_leaves_other_keys(open_store: OpenStore, raw: aioredis.Redis) -> None:  # noqa: F811
     store = open_store(stats_ttl=0)
     for i in range(2500):  # more than one SCAN/UNLINK batch
         await store.set(f"a:{i}", b"x", 60)
@@ -187,7 +179,7 @@ async def test_clear_by_prefix_leaves_other_keys(open_store: OpenStore, raw: aio
     assert await raw.get("other-app:a:1") == b"not ours"
 
 
-async def test_stats_counts_and_caches(open_store: OpenStore, raw: aioredis.Redis) -> None:
+async def test_stats_counts_and_caches(open_store: OpenStore, raw: aioredis.Redis) -> None:  # noqa: F811
     mono = FakeClock(0.0)
     store = open_store(stats_ttl=5.0, monotonic=mono)
     for i in range(30):
@@ -202,7 +194,7 @@ async def test_stats_counts_and_caches(open_store: OpenStore, raw: aioredis.Redi
     assert (await store.stats()).entries == 31
 
 
-async def test_corrupt_value_is_a_miss_and_deleted(open_store: OpenStore, raw: aioredis.Redis) -> None:
+async def test_corrupt_value_is_a_miss_and_deleted(open_store: OpenStore, raw: aioredis.Redis) -> None:  # noqa: F811
     store = open_store()
     await store.set(KEY, REPLY, 60)
     good = await raw.get("slipstream:cache:" + KEY)

@@ -6,7 +6,6 @@ aiohttp rather than httpx: httpx's pool degrades under high concurrency (see PER
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -215,9 +214,3 @@ async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
                 event = value.decode()
     if data:
         yield SSEEvent(event, b"\n".join(data))
-
-
-async def cancel_quietly(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
