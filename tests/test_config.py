@@ -181,3 +181,169 @@ model_groups:
     assert "model_groups.g.hedge.after" in problems
     assert "model_groups.g.retries.max_attempts: must be at least 1" in problems
     assert "limits.rpm: must be a positive integer" in problems
+
+
+# ------------------------------------------------------------------------------------------------ alerts
+ALERTS = """
+model_groups: {g: {deployments: [{provider: sim, model: a}]}}
+alerts:
+  interval: 15s
+  channels:
+    ops-log: {type: log}
+    slack: {type: webhook, url: "http://127.0.0.1:9999/hook/${HOOK_TOKEN}", timeout: 5}
+    mail:
+      type: email
+      host: 127.0.0.1
+      port: 8025
+      from: alerts@x.test
+      to: ops@x.test
+      username: alerts
+      password: ${SMTP_PASSWORD}
+      starttls: true
+  rules:
+    - name: slow
+      metric: p95_latency_ms
+      window: 5m
+      op: ">"
+      threshold: 2000
+      cooldown: 10m
+      severity: critical
+      channels: [slack, mail]
+      model: g
+      min_requests: 20
+    - name: cold
+      metric: hit_rate
+      op: "<"
+      threshold: 0.2
+      window: 1h
+    - {name: open, metric: breaker_open, threshold: 0, window: 90}
+"""
+
+
+def test_alerts_section_reads_rules_and_channels():
+    from slipstream.config import EmailChannelConfig, LogChannelConfig, WebhookChannelConfig
+
+    config = parse_config(ALERTS, environ={"HOOK_TOKEN": "t0k3n", "SMTP_PASSWORD": "pw-secret"})
+    alerts = config.alerts
+    assert alerts.interval == 15.0
+    assert alerts.channels["ops-log"] == LogChannelConfig("ops-log")
+    slack = alerts.channels["slack"]
+    assert isinstance(slack, WebhookChannelConfig)
+    assert slack.url == "http://127.0.0.1:9999/hook/t0k3n" and slack.timeout == 5.0
+    mail = alerts.channels["mail"]
+    assert isinstance(mail, EmailChannelConfig)
+    assert (mail.host, mail.port, mail.sender, mail.to) == (
+        "127.0.0.1",
+        8025,
+        "alerts@x.test",
+        ("ops@x.test",),
+    )
+    assert (mail.username, mail.password, mail.starttls) == ("alerts", "pw-secret", True)
+    assert "pw-secret" not in repr(alerts) and "t0k3n" not in repr(alerts)  # secrets never printed
+    slow, cold, open_ = alerts.rules
+    assert (slow.metric, slow.op, slow.threshold, slow.window, slow.cooldown) == (
+        "p95_latency_ms",
+        ">",
+        2000,
+        300,
+        600,
+    )
+    assert (slow.severity, slow.channels, slow.model, slow.min_requests) == (
+        "critical",
+        ("slack", "mail"),
+        "g",
+        20,
+    )
+    # Defaults: every channel, warning, a 10-minute cooldown, judged from one request.
+    assert (cold.op, cold.window, cold.channels) == ("<", 3600.0, ("ops-log", "slack", "mail"))
+    assert (cold.severity, cold.cooldown, cold.min_requests) == ("warning", 600.0, 1)
+    assert (open_.op, open_.window) == (">", 90.0)
+
+
+def test_no_alerts_section_means_no_rules_and_no_channels_means_the_log():
+    from slipstream.config import LogChannelConfig
+
+    base = "model_groups: {g: {deployments: [{provider: sim, model: a}]}}\n"
+    assert parse_config(base, environ={}).alerts.rules == ()
+    config = parse_config(
+        base + "alerts:\n  rules: [{name: e, metric: error_rate, threshold: 0.1}]\n", environ={}
+    )
+    assert config.alerts.channels == {"log": LogChannelConfig("log")}
+    assert config.alerts.rules[0].channels == ("log",)
+
+
+def test_bad_alerts_are_reported_with_lines():
+    text = """model_groups: {g: {deployments: [{provider: sim, model: a}]}}
+alerts:
+  interval: soon
+  channels:
+    pager: {type: pagerduty}
+    hook: {type: webhook, url: "ftp://x"}
+    mail: {type: email, to: []}
+  rules:
+    - name: a
+      metric: p50_latency
+      op: "=>"
+      threshold: 1
+    - name: b
+      metric: error_rate
+      threshold: 5
+      window: 5 minutes
+      channels: [slack]
+      severity: page
+    - name: a
+      metric: queue_depth
+    - metric: hit_rate
+      op: >
+      threshold: 0.5
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="al.yaml", environ={})
+    problems = info.value.problems
+
+    def has(prefix: str) -> bool:
+        return any(p.startswith(prefix) for p in problems)
+
+    assert "al.yaml:3: alerts.interval: expected duration, got a string" in problems
+    assert (
+        "al.yaml:5: alerts.channels.pager.type: expected one of log, webhook, email, got 'pagerduty'"
+        in problems
+    )
+    assert "al.yaml:6: alerts.channels.hook.url: expected an http:// or https:// URL" in problems
+    assert "al.yaml:7: alerts.channels.mail.from: is required" in problems
+    assert has("al.yaml:7: alerts.channels.mail.to: expected an address")
+    assert has(
+        "al.yaml:10: alerts.rules[0].metric: unknown metric 'p50_latency' (known: p95_latency_ms, p99_"
+    )
+    assert has("al.yaml:11: alerts.rules[0].op: unknown comparison '=>' (known: > >= < <=")
+    assert "al.yaml:15: alerts.rules[1].threshold: error_rate is a fraction: between 0 and 1" in problems
+    assert "al.yaml:16: alerts.rules[1].window: expected duration, got a string" in problems
+    assert (
+        "al.yaml:17: alerts.rules[1].channels: unknown channel 'slack' (known: pager, hook, mail)" in problems
+    )
+    assert has(
+        "al.yaml:18: alerts.rules[1].severity: unknown severity 'page' (known: info, warning, critical)"
+    )
+    assert "al.yaml:19: alerts.rules[2].threshold: is required" in problems
+    assert "al.yaml:21: alerts.rules[3].name: is required" in problems
+    # An unquoted ``op: >`` is YAML for an empty folded string: the hint says to quote it.
+    assert has(
+        "al.yaml:22: alerts.rules[3].op: unknown comparison '' (known: > >= < <=; quote it: op: \">\")"
+    )
+
+
+def test_duplicate_rule_names_and_log_metrics_without_a_log_are_reported():
+    text = """model_groups: {g: {deployments: [{provider: sim, model: a}]}}
+observe: {request_log: {enabled: false}}
+alerts:
+  rules:
+    - {name: a, metric: breaker_open, threshold: 0}
+    - {name: a, metric: queue_depth, threshold: 10}
+    - {name: c, metric: cost_per_hour, threshold: 5}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="d.yaml", environ={})
+    assert info.value.problems == [
+        "d.yaml:6: alerts.rules[1].name: is the same as an earlier rule's ('a')",
+        "d.yaml:7: alerts.rules[2].metric: cost_per_hour is read from the request log, which is off",
+    ]

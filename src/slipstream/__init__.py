@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import state
 from .client import Completion, Slipstream
 from .config import Config, ConfigError, load_config
 from .errors import (
@@ -18,6 +19,7 @@ from .errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from .observe.track import track
 from .providers import Deployment, Provider, Timeouts, register_provider
 from .sync import SlipstreamSync
 
@@ -46,4 +48,6 @@ __all__ = [
     "UpstreamTimeout",
     "load_config",
     "register_provider",
+    "state",
+    "track",
 ]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from .cache.directives import DEFAULT_DIRECTIVES, CacheDirectives
 from .types import ChatRequest, ChunkStream, EmbeddingsRequest, Reply
+
+if TYPE_CHECKING:
+    from .observe.track import Span
 
 __all__ = ["Call", "CallResult", "Handler", "Layer"]
 
@@ -27,12 +30,17 @@ class Call:
         "deadline",
         "deployment",
         "fallback",
+        "feedback",
         "group",
         "hedged",
         "key_name",
         "kind",
         "namespace",
+        "operation",
         "request",
+        "semantic_entry",
+        "similarity",
+        "span",
         "upstream_ms",
     )
 
@@ -44,6 +52,7 @@ class Call:
         key_name: str | None = None,
         cache: CacheDirectives = DEFAULT_DIRECTIVES,
         deadline: float | None = None,
+        operation: str | None = None,
     ) -> None:
         self.request = request
         self.kind: Literal["chat", "embed"] = "chat" if isinstance(request, ChatRequest) else "embed"
@@ -51,9 +60,13 @@ class Call:
         self.key_name = key_name
         self.cache = cache
         self.deadline = deadline  # loop.time() by which the call must be answered, if any
+        # The tracked application operation ("cycle/propose"): given by the gateway's client, or taken from the
+        # tracked block (``span``) the call was made in when it enters the pipeline.
+        self.operation = operation
+        self.span: Span | None = None
         self.group = request.model
         self.cache_key: str | None = None
-        self.cache_status = "off"  # hit | miss | refresh | bypass | off
+        self.cache_status = "off"  # hit | semantic-hit | miss | refresh | bypass | off
         self.cache_age: float | None = None
         self.deployment: str | None = None
         self.coalesced = False  # answered by an identical request's upstream call
@@ -61,6 +74,9 @@ class Call:
         self.hedged = False  # a second, hedging attempt was started
         # "static" when every deployment failed and the group's fixed reply answered
         self.fallback: str | None = None
+        self.similarity: float | None = None  # the semantic cache's best candidate (served or not)
+        self.semantic_entry: str | None = None  # the entry a semantic hit came from (for feedback)
+        self.feedback: str | None = None  # "bad": the client reports the semantic hit this request would get
         self.upstream_ms: float | None = (
             None  # time spent in upstream attempts (to the last chunk for streams)
         )

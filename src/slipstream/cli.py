@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import sys
 from typing import Any
 
 import click
 
+from .batch.cli import batch as batch_command
 from .config import Config, ConfigError, load_config
+from .loadtest.command import loadtest as loadtest_command
+from .observe.report_cli import report as report_command
+from .semantic.cli import semantic as semantic_command
 
 __all__ = ["main"]
 
@@ -56,7 +61,15 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
-def serve(config_path: str | None, host: str | None, port: int | None, log_level: str) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the same port. They share the SQLite cache and request log, and with redis.url "
+    "also the limits, coalescing and breaker state.",
+)
+def serve(config_path: str | None, host: str | None, port: int | None, log_level: str, workers: int) -> None:
     """Run the OpenAI-compatible gateway.
 
     Clients point their OpenAI base URL at http://HOST:PORT/v1. With no API keys in the config the gateway
@@ -75,31 +88,45 @@ def serve(config_path: str | None, host: str | None, port: int | None, log_level
             f"refusing to listen on {host}: no API keys are configured, so the gateway binds to loopback only. "
             "Add keys to the config (keys: - key: ...) to serve other hosts."
         )
-    app = GatewayApp(Pipeline(config))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            loop="uvloop" if _has("uvloop") else "asyncio",
-            http="httptools" if _has("httptools") else "h11",
-            lifespan="on",
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-            date_header=False,
-            log_level=log_level,
+    settings: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop" if _has("uvloop") else "asyncio",
+        "http": "httptools" if _has("httptools") else "h11",
+        "lifespan": "on",
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+        "date_header": False,
+        "log_level": log_level,
+    }
+    if workers > 1:
+        _echo_banner(config, host, port)
+        click.echo(
+            f"workers: {workers}"
+            + ("" if config.redis.url else " (limits and coalescing per worker: no redis.url)")
         )
-    )
-    models = ", ".join(app.pipeline.models()) or "(none)"
+        sys.stdout.flush()
+        # Each worker process builds its own pipeline from the same config file (the factory reads it).
+        if config_path is not None:
+            os.environ["SLIPSTREAM_CONFIG"] = os.path.abspath(config_path)
+        uvicorn.run("slipstream.gateway.app:create_app", factory=True, workers=workers, **settings)
+        return
+    app = GatewayApp(Pipeline(config))
+    server = uvicorn.Server(uvicorn.Config(app, **settings))
+    _echo_banner(config, host, port)
+    sys.stdout.flush()
+    server.run()
+
+
+def _echo_banner(config: Config, host: str, port: int) -> None:
+    models = ", ".join(sorted(config.model_groups)) or "(none)"
     extra = ", ".join(f"{p}/<model>" for p in sorted(config.passthrough))
     click.echo(f"slipstream gateway on http://{_url_host(host)}:{port}/v1  (config: {config.source})")
     click.echo(f"models: {models}" + (f"  + {extra}" if extra else ""))
     if config.cache.enabled:
         where = config.cache.sqlite_path if config.cache.sqlite_enabled else "memory only"
         click.echo(f"cache: {where}")
-    sys.stdout.flush()
-    server.run()
 
 
 def _url_host(host: str) -> str:
@@ -220,6 +247,12 @@ def config_check(file: str) -> None:
     click.echo(f"ok: {file}")
     click.echo(f"model groups: {groups}")
     click.echo(f"keys: {len(config.keys)}; cache: {'on' if config.cache.enabled else 'off'}")
+
+
+main.add_command(batch_command)
+main.add_command(report_command)
+main.add_command(loadtest_command)
+main.add_command(semantic_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,10 +8,23 @@ The schema (every key optional; ``examples/slipstream.yaml`` shows all of them):
                   memory: {max_entries, max_bytes}, sqlite: {enabled, path, max_bytes},
                   redis: {url, timeout}                 shared tier; replaces SQLite behind the memory tier
     coalescing:   enabled                              identical requests in flight share one upstream call
+    redis:        url, timeout, cache, limits, coalescing, breakers
+                                                       many instances as one: shared cache tier, global limits
+                                                       (limits: open | closed | off — what to do when Redis is
+                                                       down), cross-instance coalescing, shared breaker state
     observe:      metrics, request_log: {enabled, path, retention_days, max_bytes, store_text}
+    alerts:       interval, channels: {NAME: {type: log | webhook | email, ...}},
+                  rules: [{name, metric, window, op, threshold, cooldown, severity, channels,
+                           model, key, deployment, min_requests}]     evaluated by observe/alerts.py
+    state:        backend: sqlite | redis, path, redis_url, timeout, on_redis_error: fail | local, ttl
+                                                       session state (slipstream.state); Redis when a URL is set
+                                                       here or in redis.url / cache.redis.url
     model_groups: NAME: {strategy, timeout, retries: {max_attempts, base_delay, max_delay, budget},
                          breaker: {failures, error_rate, min_requests, window, cooldown},
                          hedge: {after}, fallback_reply,
+                         semantic: {enabled, threshold, top_k, adaptive, embedder: local | GROUP,
+                                    guards: {numbers, dates, entities, negation, comparison,
+                                             short_words, short_threshold}},     off by default
                          deployments: [{provider, model, name, base_url, api_key, headers, options,
                                         weight, priority, timeouts: {connect, first_byte, total},
                                         limits: {rpm, tpm, max_concurrent, max_wait, adaptive},
@@ -42,17 +55,27 @@ from .providers.base import (
     Timeouts,
 )
 from .routing import STRATEGIES, RetryPolicy
+from .semantic.guards import GUARD_NAMES, GuardConfig
 
 __all__ = [
+    "AlertRule",
+    "AlertsConfig",
     "BreakerConfig",
     "CacheConfig",
+    "ChannelConfig",
     "Config",
     "ConfigError",
+    "EmailChannelConfig",
     "GroupPolicy",
     "KeyConfig",
+    "LogChannelConfig",
     "ModelGroup",
     "ObserveConfig",
+    "RedisConfig",
+    "SemanticConfig",
     "ServerConfig",
+    "StateConfig",
+    "WebhookChannelConfig",
     "default_config",
     "load_config",
     "parse_config",
@@ -66,6 +89,7 @@ DEFAULT_MEMORY_ENTRIES = 10_000
 DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
 DEFAULT_SQLITE_BYTES = 1024 * 1024 * 1024
 DEFAULT_DATA_DIR = ".slipstream"
+DEFAULT_SEMANTIC_THRESHOLD = 0.97
 ENV_PREFIX = "SLIPSTREAM__"
 
 # Providers a bare environment enables, with the variables holding their keys and the groups they add.
@@ -82,6 +106,28 @@ DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
 
 
 _RETRY_DEFAULTS = RetryPolicy()
+
+# Alert vocabulary; what each metric means and how it is read is in observe/alerts.py.
+ALERT_METRICS = (
+    "p95_latency_ms",
+    "p99_latency_ms",
+    "error_rate",
+    "hit_rate",
+    "cost_per_hour",
+    "breaker_open",
+    "queue_depth",
+)
+ALERT_LIVE_METRICS = frozenset({"breaker_open", "queue_depth"})  # live pipeline state; the rest: request log
+ALERT_FRACTION_METRICS = frozenset({"error_rate", "hit_rate"})  # thresholds between 0 and 1
+ALERT_OPS = (">", ">=", "<", "<=")
+ALERT_SEVERITIES = ("info", "warning", "critical")
+ALERT_CHANNEL_TYPES = ("log", "webhook", "email")
+DEFAULT_ALERT_INTERVAL = 15.0
+DEFAULT_ALERT_WINDOW = 300.0
+DEFAULT_ALERT_COOLDOWN = 600.0
+DEFAULT_ALERT_SEND_TIMEOUT = 10.0
+DEFAULT_ALERT_CHANNEL = "log"  # what an alerts section without channels notifies
+_REDIS_LIMIT_MODES = ("open", "closed", "off")
 
 
 class ConfigError(ValueError):
@@ -129,6 +175,19 @@ class GroupPolicy:
     hedge_after: float | None = None  # seconds without a first byte before a second attempt starts
     hedge_p95: bool = False  # ... or the group's observed p95 time to first byte
     fallback_reply: str | None = None
+    semantic: SemanticConfig | None = None  # the semantic cache, when turned on for this group
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticConfig:
+    """A group's semantic cache: a cosine ``threshold`` (``slipstream semantic calibrate`` picks one), guards,
+    and the embedder: ``local`` (the bundled model) or the name of a group whose embeddings API to call."""
+
+    threshold: float = DEFAULT_SEMANTIC_THRESHOLD
+    top_k: int = 4
+    adaptive: bool = True
+    embedder: str = "local"
+    guards: GuardConfig = field(default_factory=GuardConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +205,18 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """Redis as the engine that makes several instances one; ``url`` None = every feature local."""
+
+    url: str | None = field(default=None, repr=False)  # may hold a password
+    timeout: float = 0.1  # bound on each Redis call on the request path
+    cache: bool = True  # the shared cache tier behind the memory tier (unless cache.redis.url names another)
+    limits: str = "open"  # open: local limits while Redis is down | closed: refuse (429) | off: local only
+    coalescing: bool = True
+    breakers: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ObserveConfig:
     metrics: bool = True
     request_log: bool = True
@@ -153,6 +224,77 @@ class ObserveConfig:
     retention_days: float = 30.0
     request_log_max_bytes: int = 512 * 1024 * 1024
     store_text: bool = False  # prompt and reply text are kept only when this is on
+
+
+STATE_BACKENDS = ("sqlite", "redis")
+STATE_ON_REDIS_ERROR = ("fail", "local")
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Session state: ``backend`` None picks Redis when a URL is known (``redis_url``, else the top-level
+    ``redis.url``, else the cache's), SQLite at ``path`` otherwise. ``on_redis_error``: ``fail`` raises
+    ``StateUnavailable``, ``local`` carries on with the SQLite file (see ``state/fallback.py``)."""
+
+    backend: str | None = None
+    path: str = f"{DEFAULT_DATA_DIR}/state.db"
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    timeout: float = 0.5
+    on_redis_error: str = "fail"
+    ttl: float | None = None  # seconds an entry lives when a write names no TTL; None: until deleted
+
+
+@dataclass(frozen=True, slots=True)
+class LogChannelConfig:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookChannelConfig:
+    name: str
+    url: str = field(repr=False)  # a Slack webhook URL is itself the credential
+    timeout: float = DEFAULT_ALERT_SEND_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class EmailChannelConfig:
+    name: str
+    host: str
+    sender: str  # ``from`` in YAML
+    to: tuple[str, ...]
+    port: int = 25
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    starttls: bool = False
+    timeout: float = DEFAULT_ALERT_SEND_TIMEOUT
+
+
+ChannelConfig = LogChannelConfig | WebhookChannelConfig | EmailChannelConfig
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """Fire when ``metric`` (over ``window`` seconds, for the filters given) compares ``op`` to ``threshold``."""
+
+    name: str
+    metric: str
+    threshold: float
+    op: str = ">"
+    window: float = DEFAULT_ALERT_WINDOW
+    cooldown: float = DEFAULT_ALERT_COOLDOWN  # at most one FIRING per cooldown
+    severity: str = "warning"
+    channels: tuple[str, ...] = ()  # resolved by the reader: every channel when the rule names none
+    model: str | None = None
+    key: str | None = None
+    deployment: str | None = None
+    min_requests: int = 1  # rates and percentiles over fewer requests are not judged
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    interval: float = DEFAULT_ALERT_INTERVAL
+    channels: Mapping[str, ChannelConfig] = field(default_factory=dict)
+    rules: tuple[AlertRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +310,10 @@ class Config:
     keys: tuple[KeyConfig, ...] = ()
     cache: CacheConfig = CacheConfig()
     coalescing: bool = True
+    redis: RedisConfig = RedisConfig()
     observe: ObserveConfig = ObserveConfig()
+    state: StateConfig = StateConfig()
+    alerts: AlertsConfig = AlertsConfig()
     model_groups: Mapping[str, ModelGroup] = field(default_factory=dict)
     # Providers whose keys are known: ``"openai/<any model>"`` resolves to an ad-hoc deployment of them.
     passthrough: Mapping[str, Deployment] = field(default_factory=dict)
@@ -232,8 +377,14 @@ def default_config(*, environ: Mapping[str, str] | None = None) -> Config:
             )
     cache = CacheConfig(sqlite_path=str(Path(data_dir) / "cache.db"))
     observe = ObserveConfig(request_log_path=str(Path(data_dir) / "requests.db"))
+    state = StateConfig(path=str(Path(data_dir) / "state.db"))
     return Config(
-        cache=cache, observe=observe, model_groups=groups, passthrough=passthrough, source="<defaults>"
+        cache=cache,
+        observe=observe,
+        state=state,
+        model_groups=groups,
+        passthrough=passthrough,
+        source="<defaults>",
     )
 
 
@@ -339,7 +490,11 @@ class _Reader:
 
     # --- sections
     def config(self, data: Any) -> Config:
-        top = self.mapping(data, "", {"server", "keys", "cache", "coalescing", "observe", "model_groups"})
+        top = self.mapping(
+            data,
+            "",
+            {"server", "keys", "cache", "coalescing", "redis", "observe", "alerts", "state", "model_groups"},
+        )
         server = self.server(top.get("server"))
         keys = self.keys(top.get("keys"))
         cache = self.cache(top.get("cache"))
@@ -347,12 +502,18 @@ class _Reader:
         groups = self.groups(top.get("model_groups"))
         if not groups:
             self.problem("model_groups", "at least one model group is required")
+        if not cache.enabled and any(g.policy.semantic for g in groups.values()):
+            self.problem("cache.enabled", "the semantic cache of a model group needs the exact cache on")
+        observe = self.observe(top.get("observe"), Path(cache.sqlite_path).parent / "requests.db")
         return Config(
             server=server,
             keys=keys,
             cache=cache,
             coalescing=self.get(coalescing, "enabled", "coalescing", _bool, True),
-            observe=self.observe(top.get("observe"), Path(cache.sqlite_path).parent / "requests.db"),
+            redis=self.redis(top.get("redis")),
+            observe=observe,
+            alerts=self.alerts(top.get("alerts"), observe),
+            state=self.state(top.get("state"), cache, top.get("redis")),
             model_groups=groups,
             source=self.source,
         )
@@ -418,6 +579,26 @@ class _Reader:
             redis_timeout=self.get(red, "timeout", "cache.redis", _float, 0.05),
         )
 
+    def redis(self, value: Any) -> RedisConfig:
+        d = self.mapping(value, "redis", {"url", "timeout", "cache", "limits", "coalescing", "breakers"})
+        default = RedisConfig()
+        timeout = self.get(d, "timeout", "redis", _float, default.timeout)
+        if not timeout > 0:
+            self.problem("redis.timeout", "must be positive")
+        if isinstance(d.get("limits"), bool):  # YAML reads a bare `off`/`on` as a boolean
+            d = {**d, "limits": "open" if d["limits"] else "off"}
+        limits = self.get(d, "limits", "redis", _str, default.limits)
+        if limits not in _REDIS_LIMIT_MODES:
+            self.problem("redis.limits", f"expected one of {', '.join(_REDIS_LIMIT_MODES)}, got {limits!r}")
+        return RedisConfig(
+            url=self.get(d, "url", "redis", _str, None) or None,
+            timeout=timeout,
+            cache=self.get(d, "cache", "redis", _bool, True),
+            limits=limits,
+            coalescing=self.get(d, "coalescing", "redis", _bool, True),
+            breakers=self.get(d, "breakers", "redis", _bool, True),
+        )
+
     def groups(self, value: Any) -> dict[str, ModelGroup]:
         if value is None:
             return {}
@@ -430,7 +611,16 @@ class _Reader:
             d = self.mapping(
                 spec,
                 path,
-                {"deployments", "strategy", "timeout", "retries", "breaker", "hedge", "fallback_reply"},
+                {
+                    "deployments",
+                    "strategy",
+                    "timeout",
+                    "retries",
+                    "breaker",
+                    "hedge",
+                    "fallback_reply",
+                    "semantic",
+                },
             )
             raw = d.get("deployments")
             if not isinstance(raw, list) or not raw:
@@ -442,6 +632,12 @@ class _Reader:
                 if (dep := self.deployment(item, f"{path}.deployments[{i}]", i))
             )
             groups[str(name)] = ModelGroup(str(name), deployments, self.policy(d, path))
+        for name, group in groups.items():
+            semantic = group.policy.semantic
+            if semantic is not None and semantic.embedder != "local" and semantic.embedder not in groups:
+                self.problem(
+                    f"model_groups.{name}.semantic.embedder", "expected 'local' or the name of a model group"
+                )
         return groups
 
     def observe(self, value: Any, default_log_path: Path) -> ObserveConfig:
@@ -460,6 +656,191 @@ class _Reader:
             retention_days=self.get(log, "retention_days", lp, _float, default.retention_days),
             request_log_max_bytes=self.get(log, "max_bytes", lp, _int, default.request_log_max_bytes),
             store_text=self.get(log, "store_text", lp, _bool, False),
+        )
+
+    def alerts(self, value: Any, observe: ObserveConfig) -> AlertsConfig:
+        """Rules and channels; a section that names no channels logs its alerts."""
+        if value is None:
+            return AlertsConfig()
+        d = self.mapping(value, "alerts", {"interval", "channels", "rules"})
+        interval = self.get(d, "interval", "alerts", _duration, DEFAULT_ALERT_INTERVAL)
+        if interval <= 0:
+            self.problem("alerts.interval", "must be positive")
+        raw = d.get("channels")
+        channels: dict[str, ChannelConfig] = {}
+        if raw is not None and not isinstance(raw, dict):
+            self.problem("alerts.channels", f"expected a mapping of channel names, got {_kind(raw)}")
+        elif raw:
+            for name, spec in raw.items():
+                if channel := self.alert_channel(str(name), spec, f"alerts.channels.{name}"):
+                    channels[channel.name] = channel
+        else:
+            channels[DEFAULT_ALERT_CHANNEL] = LogChannelConfig(DEFAULT_ALERT_CHANNEL)
+        # Rules may name a channel that failed its own checks without a second, confusing problem.
+        known = tuple(str(n) for n in raw) if isinstance(raw, dict) and raw else tuple(channels)
+        rules: list[AlertRule] = []
+        items = d.get("rules")
+        if items is not None and not isinstance(items, list):
+            self.problem("alerts.rules", f"expected a list, got {_kind(items)}")
+            items = None
+        for i, item in enumerate(items or ()):
+            path = f"alerts.rules[{i}]"
+            rule = self.alert_rule(item, path, known, observe)
+            if rule is not None and any(r.name == rule.name for r in rules):
+                self.problem(f"{path}.name", f"is the same as an earlier rule's ({rule.name!r})")
+            elif rule is not None:
+                rules.append(rule)
+        return AlertsConfig(interval=interval, channels=channels, rules=tuple(rules))
+
+    def alert_channel(self, name: str, value: Any, path: str) -> ChannelConfig | None:
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a mapping with a type, got {_kind(value)}")
+            return None
+        kind = value.get("type")
+        if kind not in ALERT_CHANNEL_TYPES:
+            self.problem(f"{path}.type", f"expected one of {', '.join(ALERT_CHANNEL_TYPES)}, got {kind!r}")
+            return None
+        if kind == "log":
+            self.mapping(value, path, {"type"})
+            return LogChannelConfig(name)
+        if kind == "webhook":
+            d = self.mapping(value, path, {"type", "url", "timeout"})
+            url = self.get(d, "url", path, _str, "")
+            if not url.startswith(("http://", "https://")):
+                self.problem(f"{path}.url", "expected an http:// or https:// URL")
+                return None
+            return WebhookChannelConfig(name, url=url, timeout=self.send_timeout(d, path))
+        d = self.mapping(
+            value,
+            path,
+            {"type", "host", "port", "from", "to", "username", "password", "starttls", "timeout"},
+        )
+        sender = self.get(d, "from", path, _str, "")
+        to = d.get("to")
+        addresses = [to] if isinstance(to, str) else to if isinstance(to, list) else []
+        recipients = tuple(self.substitute(str(a), f"{path}.to") for a in addresses if a)
+        port = self.get(d, "port", path, _int, 25)
+        if not sender:
+            self.problem(f"{path}.from", "is required")
+        if not recipients:
+            self.problem(f"{path}.to", "expected an address or a list of addresses")
+        if not 0 < port <= 65535:
+            self.problem(f"{path}.port", "must be between 1 and 65535")
+        if not sender or not recipients:
+            return None
+        return EmailChannelConfig(
+            name,
+            host=self.get(d, "host", path, _str, "localhost"),
+            sender=sender,
+            to=recipients,
+            port=port,
+            username=self.get(d, "username", path, _str, None) or None,
+            password=self.get(d, "password", path, _str, None) or None,
+            starttls=self.get(d, "starttls", path, _bool, False),
+            timeout=self.send_timeout(d, path),
+        )
+
+    def send_timeout(self, d: dict[str, Any], path: str) -> float:
+        timeout = self.get(d, "timeout", path, _duration, DEFAULT_ALERT_SEND_TIMEOUT)
+        if timeout <= 0:
+            self.problem(f"{path}.timeout", "must be positive")
+            return DEFAULT_ALERT_SEND_TIMEOUT
+        return timeout
+
+    def alert_rule(
+        self, value: Any, path: str, channels: tuple[str, ...], observe: ObserveConfig
+    ) -> AlertRule | None:
+        known = {"name", "metric", "window", "op", "threshold", "cooldown", "severity", "channels"}
+        d = self.mapping(value, path, known | {"model", "key", "deployment", "min_requests"})
+        before = len(self.problems)
+        name = self.get(d, "name", path, _str, "")
+        if not name:
+            self.problem(f"{path}.name", "is required")
+        metric = self.get(d, "metric", path, _str, "")
+        if metric not in ALERT_METRICS:
+            what = f"unknown metric {metric!r}" if metric else "is required"
+            self.problem(f"{path}.metric", f"{what} (known: {', '.join(ALERT_METRICS)})")
+        elif metric not in ALERT_LIVE_METRICS and not observe.request_log:
+            self.problem(f"{path}.metric", f"{metric} is read from the request log, which is off")
+        op = self.get(d, "op", path, _str, ">")
+        if op not in ALERT_OPS:
+            self.problem(
+                f"{path}.op", f'unknown comparison {op!r} (known: {" ".join(ALERT_OPS)}; quote it: op: ">")'
+            )
+        if d.get("threshold") is None:
+            self.problem(f"{path}.threshold", "is required")
+        threshold = self.get(d, "threshold", path, _float, 0.0)
+        if metric in ALERT_FRACTION_METRICS and not 0.0 <= threshold <= 1.0:
+            self.problem(f"{path}.threshold", f"{metric} is a fraction: between 0 and 1")
+        window = self.get(d, "window", path, _duration, DEFAULT_ALERT_WINDOW)
+        if window <= 0:
+            self.problem(f"{path}.window", "must be positive")
+        cooldown = self.get(d, "cooldown", path, _duration, DEFAULT_ALERT_COOLDOWN)
+        if cooldown < 0:
+            self.problem(f"{path}.cooldown", "must not be negative")
+        severity = self.get(d, "severity", path, _str, "warning")
+        if severity not in ALERT_SEVERITIES:
+            self.problem(
+                f"{path}.severity", f"unknown severity {severity!r} (known: {', '.join(ALERT_SEVERITIES)})"
+            )
+        chosen = d.get("channels")
+        names = [chosen] if isinstance(chosen, str) else chosen if isinstance(chosen, list) else None
+        if chosen is not None and names is None:
+            self.problem(f"{path}.channels", f"expected a list of channel names, got {_kind(chosen)}")
+        for unknown in [str(n) for n in names or () if str(n) not in channels]:
+            self.problem(f"{path}.channels", f"unknown channel {unknown!r} (known: {', '.join(channels)})")
+        min_requests = self.get(d, "min_requests", path, _int, 1)
+        if min_requests < 0:
+            self.problem(f"{path}.min_requests", "must not be negative")
+        if len(self.problems) > before:
+            return None
+        return AlertRule(
+            name=name,
+            metric=metric,
+            threshold=threshold,
+            op=op,
+            window=window,
+            cooldown=cooldown,
+            severity=severity,
+            channels=tuple(str(n) for n in names) if names else channels,
+            model=self.get(d, "model", path, _str, None),
+            key=self.get(d, "key", path, _str, None),
+            deployment=self.get(d, "deployment", path, _str, None),
+            min_requests=min_requests,
+        )
+
+    def state(self, value: Any, cache: CacheConfig, shared_redis: Any) -> StateConfig:
+        """The state file lives beside the cache (the same data folder) unless its path is given."""
+        d = self.mapping(value, "state", {"backend", "path", "redis_url", "timeout", "on_redis_error", "ttl"})
+        default = StateConfig()
+        backend = self.get(d, "backend", "state", _str, "") or None
+        if backend is not None and backend not in STATE_BACKENDS:
+            self.problem("state.backend", f"expected one of {', '.join(STATE_BACKENDS)}, got {backend!r}")
+            backend = None
+        redis_url = self.get(d, "redis_url", "state", _str, None) or None
+        elsewhere = cache.redis_url or (isinstance(shared_redis, dict) and shared_redis.get("url"))
+        if backend == "redis" and not redis_url and not elsewhere:
+            self.problem("state.backend", "is redis, but no Redis URL is set (state.redis_url or redis.url)")
+        on_error = self.get(d, "on_redis_error", "state", _str, default.on_redis_error)
+        if on_error not in STATE_ON_REDIS_ERROR:
+            self.problem(
+                "state.on_redis_error", f"expected one of {', '.join(STATE_ON_REDIS_ERROR)}, got {on_error!r}"
+            )
+            on_error = default.on_redis_error
+        timeout = self.get(d, "timeout", "state", _float, default.timeout)
+        if not timeout > 0:
+            self.problem("state.timeout", "must be positive")
+            timeout = default.timeout
+        ttl = self.get(d, "ttl", "state", _float, 0.0)
+        if ttl < 0:
+            self.problem("state.ttl", "must be a positive number of seconds")
+        return StateConfig(
+            backend=backend,
+            path=self.get(d, "path", "state", _str, str(Path(cache.sqlite_path).parent / "state.db")),
+            redis_url=redis_url,
+            timeout=timeout,
+            on_redis_error=on_error,
+            ttl=ttl if ttl > 0 else None,
         )
 
     def policy(self, d: dict[str, Any], path: str) -> GroupPolicy:
@@ -515,6 +896,39 @@ class _Reader:
             hedge_after=hedge_after,
             hedge_p95=hedge_p95,
             fallback_reply=self.get(d, "fallback_reply", path, _str, None),
+            semantic=self.semantic(d.get("semantic"), f"{path}.semantic"),
+        )
+
+    def semantic(self, value: Any, path: str) -> SemanticConfig | None:
+        known = {"enabled", "threshold", "top_k", "adaptive", "embedder", "guards"}
+        d = self.mapping(value, path, known)
+        if not self.get(d, "enabled", path, _bool, False):
+            return None
+        threshold = self.get(d, "threshold", path, _float, DEFAULT_SEMANTIC_THRESHOLD)
+        if not 0 < threshold <= 1:
+            self.problem(f"{path}.threshold", "must be a cosine similarity in (0, 1]")
+        top_k = self.get(d, "top_k", path, _int, 4)
+        if not 1 <= top_k <= 100:
+            self.problem(f"{path}.top_k", "must be between 1 and 100")
+        gp, base = f"{path}.guards", GuardConfig()
+        g = self.mapping(d.get("guards"), gp, {*GUARD_NAMES, "short_words", "short_threshold"})
+        guards = GuardConfig(
+            **{name: self.get(g, name, gp, _bool, getattr(base, name)) for name in GUARD_NAMES},
+            short_words=self.get(g, "short_words", gp, _int, base.short_words),
+            short_threshold=self.get(g, "short_threshold", gp, _float, base.short_threshold),
+        )
+        embedder = self.get(d, "embedder", path, _str, "local")
+        from .semantic.embedder import EXTRA_HINT, missing_packages
+
+        missing = missing_packages(local=embedder == "local")
+        if missing:
+            self.problem(f"{path}.enabled", f"the semantic cache needs {', '.join(missing)}: {EXTRA_HINT}")
+        return SemanticConfig(
+            threshold=threshold,
+            top_k=top_k,
+            adaptive=self.get(d, "adaptive", path, _bool, True),
+            embedder=embedder,
+            guards=guards,
         )
 
     def limits(self, d: dict[str, Any], path: str) -> LimitSpec | None:
@@ -649,6 +1063,20 @@ def _float(value: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(value: Any) -> float | None:
+    """Seconds, from a number or a string such as ``"15s"``, ``"5m"``, ``"1h"``, ``"500ms"``."""
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match is None:
+            return None
+        return float(match.group(1)) * _DURATION_SECONDS[match.group(2) or "s"]
+    return _float(value)
 
 
 def _bool(value: Any) -> bool | None:

@@ -7,10 +7,12 @@ fake ``next`` and switched off in config.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cache.layer import CacheLayer
 from .call import Call, CallResult, Handler, Layer
@@ -21,27 +23,35 @@ from .limits.layer import KeyLimitLayer
 from .observe.metrics import Metrics
 from .observe.observer import Observer
 from .observe.requestlog import RequestLog
+from .observe.track import current_span
 from .providers import Deployment, Provider, get_provider_class
 from .providers.base import Price
 from .providers.http import HttpPool
 from .routing.router import Router
+from .scaleout import ScaleOut
 from .stores.base import CacheStore
 from .stores.memory import MemoryStore
 from .stores.sqlite import SqliteStore
 from .stores.tiered import TieredStore
 from .types import Reply
 
+if TYPE_CHECKING:
+    from .semantic.layer import SemanticLayer
+
 __all__ = ["Pipeline", "build_cache_store"]
+
+log = logging.getLogger("slipstream.pipeline")
 
 
 def build_cache_store(config: Config) -> CacheStore:
     cache = config.cache
     memory = MemoryStore(max_entries=cache.memory_max_entries, max_bytes=cache.memory_max_bytes)
-    if cache.redis_url:
+    redis_url = cache.redis_url or (config.redis.url if config.redis.cache else None)
+    if redis_url:
         from .stores.redis import RedisStore  # the `redis` extra: imported only when configured
 
-        shared = RedisStore(cache.redis_url, get_timeout=cache.redis_timeout, set_timeout=cache.redis_timeout)
-        return TieredStore(memory, shared)
+        shared = RedisStore(redis_url, get_timeout=cache.redis_timeout, set_timeout=cache.redis_timeout)
+        return TieredStore(memory, shared, write_behind=True)
     if not cache.sqlite_enabled:
         return memory
     path = Path(cache.sqlite_path)
@@ -65,6 +75,10 @@ class Pipeline:
         self._adhoc: dict[str, ModelGroup] = {}
         self.cache: CacheLayer | None = None
         self.coalescing: CoalescingLayer | None = None
+        self.semantic: SemanticLayer | None = None
+        # Redis-backed limits, coalescing and breaker state, when several instances must act as one.
+        self.scaleout = ScaleOut(config.redis) if config.redis.url else None
+        scaleout = self.scaleout
         if layers is None:
             built: list[Layer] = []
             if config.cache.enabled:
@@ -76,14 +90,32 @@ class Pipeline:
                     price_of=self._price_of,
                 )
                 built.append(self.cache)
+                if any(g.policy.semantic for g in config.model_groups.values()):
+                    from .semantic.setup import build_semantic_layer  # numpy and the model: only when on
+
+                    self.semantic = build_semantic_layer(config, store, self._embed)
+                    if self.semantic is not None:
+                        built.append(self.semantic)
             if config.coalescing:
                 self.coalescing = CoalescingLayer()
                 built.append(self.coalescing)
+            if scaleout is not None and scaleout.flights is not None:
+                built.append(scaleout.flights)
             if any(k.limits is not None for k in config.keys):
-                built.append(KeyLimitLayer({k.name: k.limits for k in config.keys if k.limits is not None}))
+                built.append(
+                    KeyLimitLayer(
+                        {k.name: k.limits for k in config.keys if k.limits is not None},
+                        shared=None if scaleout is None else scaleout.limits,
+                    )
+                )
             layers = built
         self.layers = tuple(layers)
-        self.router = Router(self.resolve, self.provider_for)
+        self.router = Router(
+            self.resolve,
+            self.provider_for,
+            shared_limits=None if scaleout is None else scaleout.limits,
+            on_runtime=None if scaleout is None else scaleout.on_runtime,
+        )
         self.observer = build_observer(self) if observe else None
         handler: Handler = self.router
         for layer in reversed(self.layers):
@@ -108,6 +140,10 @@ class Pipeline:
         """Run one call through the layers. A streamed call returns a stream whose first chunk has arrived,
         so that upstream failures before the first byte surface here, as errors, not inside the stream."""
         self.resolve(call.request.model)
+        if call.operation is None:  # not named by the gateway's client: the tracked block it was made in
+            span = current_span()
+            if span is not None:
+                call.span, call.operation = span, span.path
         observer = self.observer
         if observer is None:
             return await self._handler(call)
@@ -123,6 +159,27 @@ class Pipeline:
             return result
         return observer.watch(call, result, ts=ts, started=started)
 
+    async def start(self, timeout: float = 2.0) -> None:
+        """Open the first Redis connections before traffic arrives (and, for a Cluster, learn its slots), so a
+        burst at startup does not spend its short per-request timeouts on connecting. Bounded; a Redis that is
+        down is the request path's to handle (each piece degrades and logs once)."""
+        clients: list[Any] = []
+        if self.scaleout is not None:
+            clients.append(self.scaleout.client)
+        back = getattr(self.cache.store if self.cache is not None else None, "back", None)
+        if getattr(back, "client", None) is not None:
+            clients.append(back.client)  # type: ignore[union-attr]
+        if not clients:
+            return
+
+        async def ping(client: Any) -> None:
+            try:
+                await asyncio.wait_for(asyncio.gather(*(client.ping() for _ in range(8))), timeout)
+            except Exception as exc:  # down or slow: logged, never fatal
+                log.warning("Redis not reachable at startup (%s); continuing without it for now", exc)
+
+        await asyncio.gather(*(ping(c) for c in clients))
+
     def models(self) -> list[str]:
         return sorted(self.config.model_groups)
 
@@ -131,10 +188,26 @@ class Pipeline:
             await provider.aclose()
         self._providers.clear()
         await self.http.aclose()
+        if self.semantic is not None:
+            await self.semantic.aclose()
         if self.cache is not None:
             await self.cache.store.aclose()
         if self.observer is not None:
             await self.observer.aclose()
+        if self.scaleout is not None:
+            await self.scaleout.aclose()
+
+    async def _embed(self, group: str, texts: list[str]) -> dict[str, Any]:
+        """Embeddings from a model group, through the pipeline (the semantic cache's remote embedder). Not kept
+        in the exact cache: prompt texts of every tenant would share one namespace there; the semantic layer's
+        own LRU keeps recent vectors instead."""
+        from .cache.directives import CacheDirectives
+        from .types import EmbeddingsRequest
+
+        request = EmbeddingsRequest({"model": group, "input": texts})
+        result = await self.run(Call(request, cache=CacheDirectives.parse("bypass")))
+        assert isinstance(result, Reply)
+        return result.data
 
     # ---------------------------------------------------------------------------------------------- terminal
     def provider_for(self, deployment: Deployment) -> Provider:
@@ -160,6 +233,18 @@ class Pipeline:
             "expired": store.expired,
         }
 
+    def redis_status(self) -> dict[str, Any] | None:
+        """Whether the Redis-backed pieces (shared cache tier, limits, coordination) reach Redis; None without."""
+        status: dict[str, Any] = {} if self.scaleout is None else self.scaleout.status()
+        store = self.cache.store if self.cache is not None else None
+        calls = getattr(getattr(store, "back", None), "calls", None)  # a tiered store's Redis tier
+        if calls is not None:
+            status["cache"] = calls.healthy
+        if not status:
+            return None
+        status["healthy"] = all(v for k, v in status.items() if k != "healthy")
+        return status
+
     def health(self) -> dict[str, Any]:
         """Per model group, each deployment's breaker state, in-flight count, latency and limits."""
         groups = list(self.config.model_groups.values())
@@ -177,6 +262,7 @@ class Pipeline:
                 "static_fallbacks": router.static_fallbacks,
             },
             "cache": self.cache.stats.as_dict() if self.cache else None,
+            "semantic": self.semantic.stats.as_dict() if self.semantic else None,
             "coalescing": {"flights": coalescing.flights, "coalesced": coalescing.coalesced}
             if coalescing
             else None,
@@ -195,6 +281,13 @@ def build_observer(pipeline: Pipeline) -> Observer | None:
         return {d["deployment"]: d["breaker"]["state"] for ds in pipeline.health().values() for d in ds}
 
     metrics.add_breaker_gauge(breakers)
+    if pipeline.redis_status() is not None:
+
+        def redis_up() -> dict[tuple[str, ...], float]:
+            status = pipeline.redis_status() or {}
+            return {(part,): float(bool(up)) for part, up in status.items() if part != "healthy"}
+
+        metrics.add_gauge("redis_up", "1 while the Redis-backed part reaches Redis", ("part",), redis_up)
     log = None
     if settings.request_log:
         log = RequestLog(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from .batch.engine import MapResult, collect_in_order
 from .client import Completion, Slipstream
 from .config import Config
 
@@ -50,6 +51,12 @@ class SlipstreamSync:
     def embed(self, request: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, Any]:
         data: dict[str, Any] = self._run(self.aio.embed(request, **kwargs))
         return data
+
+    def map(self, requests: Iterable[Mapping[str, Any]], /, **kwargs: Any) -> list[MapResult]:
+        """Every result of ``Slipstream.map`` (same arguments), in input order, once all are done.
+        ``on_progress`` is called on the client's loop thread."""
+        results: list[MapResult] = self._run(collect_in_order(self.aio.map(requests, **kwargs)))
+        return results
 
     def http_client(self, **kwargs: Any) -> Any:
         """A blocking HTTP client for ``OpenAI(api_key="unused", http_client=slip.http_client())``."""

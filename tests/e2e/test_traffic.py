@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
@@ -133,3 +134,24 @@ keys:
             client.chat.completions.create(model="sim", messages=[{"role": "user", "content": "more"}])
     finally:
         client.close()
+
+
+def test_the_timeout_header_caps_the_whole_request(gateway: Process):
+    # The upstream never answers; without the header the group's first-byte timeout (3 s) and retries apply.
+    request = body("wait forever", sim={"fault": "hang"})
+    started = time.monotonic()
+    response = httpx.post(
+        gateway.url + URL, json=request, headers={"x-slipstream-timeout": "0.5"}, timeout=20
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert response.json()["error"]["type"]
+    assert elapsed < 2.0
+
+
+def test_a_bad_timeout_header_is_a_400_naming_it(gateway: Process):
+    response = httpx.post(
+        gateway.url + URL, json=body("t"), headers={"x-slipstream-timeout": "soon"}, timeout=20
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "x-slipstream-timeout"

@@ -452,6 +452,7 @@ async def test_stats(vt):
     limiter = make(vt, LimitSpec(rpm=5, tpm=100, max_concurrent=2), name="gpt")
     await limiter.take(40)
     assert limiter.stats() == {
+        "shared": None,
         "in_flight": 1,
         "waiting": 0,
         "admitted": 1,

@@ -83,3 +83,25 @@ async def test_request_log_keeps_text_only_when_enabled_and_can_be_off(tmp_path:
 
 def test_request_log_defaults_beside_the_cache(tmp_path: Path):
     assert _config(tmp_path).observe.request_log_path == str(tmp_path / "requests.db")
+
+
+async def test_sdk_users_get_the_registry_the_gateway_serves(tmp_path: Path):
+    from prometheus_client import generate_latest
+
+    messages = [{"role": "user", "content": "count me"}]
+    async with Slipstream(_config(tmp_path)) as slip:
+        await slip.chat(model="sim", messages=messages)
+        await slip.chat(model="sim", messages=messages)
+        registry = slip.metrics_registry()
+        assert registry is not None
+        text = generate_latest(registry).decode()
+    cache = _series(text, "slipstream_cache_total")
+    assert cache == {
+        'slipstream_cache_total{model="sim",result="miss"}': 1.0,
+        'slipstream_cache_total{model="sim",result="hit"}': 1.0,
+    }
+
+
+async def test_no_registry_when_metrics_are_off(tmp_path: Path):
+    async with Slipstream(_config(tmp_path, "observe: {metrics: false}")) as slip:
+        assert slip.metrics_registry() is None

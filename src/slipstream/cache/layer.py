@@ -111,6 +111,8 @@ class CacheLayer:
             # A static fallback reply is no answer to store; a coalesced follower's answer is the leader's,
             # which the leader's own pass through this layer stores once.
             return result
+        if call.cache_status == "semantic-hit":  # another prompt's answer: kept under that prompt's key only
+            return result
         ttl = directives.ttl or self.ttl
         if isinstance(result, Reply):
             if _cacheable(result.data, call.kind):

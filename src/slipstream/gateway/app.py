@@ -16,10 +16,11 @@ from typing import Any
 import orjson
 
 from ..errors import RequestTooLarge, SlipstreamError
+from ..observe.alerts import build_alerts
 from ..pipeline import Pipeline
 from .edge import JSON_HEADERS, Edge, EdgeResponse, error_response, not_found
 
-__all__ = ["GatewayApp"]
+__all__ = ["GatewayApp", "create_app"]
 
 log = logging.getLogger("slipstream.gateway")
 
@@ -37,6 +38,8 @@ _WANTED_HEADERS = frozenset(
         b"api-key",
         b"x-slipstream-cache",
         b"x-slipstream-cache-ttl",
+        b"x-slipstream-timeout",
+        b"x-slipstream-feedback",
         b"cache-control",
     }
 )
@@ -46,7 +49,8 @@ _OK_BODY = b'{"status":"ok"}'
 class GatewayApp:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self.edge = Edge(pipeline)
+        self.alerts = build_alerts(pipeline)  # None without alert rules
+        self.edge = Edge(pipeline, alerts=self.alerts)
         self.max_body_bytes = pipeline.config.server.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,8 +64,13 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.pipeline.start()
+                if self.alerts is not None:
+                    self.alerts.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.alerts is not None:
+                    await self.alerts.aclose()
                 await self.pipeline.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -96,7 +105,9 @@ class GatewayApp:
         watch = _DisconnectWatch(receive, task)
         timer = asyncio.get_running_loop().call_later(_WATCH_AFTER, watch.start)
         try:
-            response = await self.edge.handle(scope["method"], path, headers, body)
+            response = await self.edge.handle(
+                scope["method"], path, headers, body, query=scope.get("query_string", b"")
+            )
             timer.cancel()
             if response.stream is None:
                 watch.stop()
@@ -165,6 +176,10 @@ class GatewayApp:
             "unavailable": down,
             "deployments": health,
         }
+        redis = self.pipeline.redis_status()
+        if redis is not None:
+            # Still ready without Redis: every shared piece falls back to local behaviour (see scaleout).
+            body["redis"] = redis
         return EdgeResponse(503 if down else 200, list(JSON_HEADERS), orjson.dumps(body))
 
 
@@ -206,3 +221,10 @@ async def _send(send: Send, response: EdgeResponse) -> None:
 
 def _too_large(limit: int) -> RequestTooLarge:
     return RequestTooLarge(f"Request body is larger than the limit of {limit} bytes")
+
+
+def create_app() -> GatewayApp:
+    """The app for one worker of ``slipstream serve --workers N``: the config from ``$SLIPSTREAM_CONFIG``."""
+    from ..config import load_config
+
+    return GatewayApp(Pipeline(load_config()))

@@ -17,6 +17,8 @@ import orjson
 from ..cache.directives import CacheDirectives
 from ..call import Call
 from ..errors import AuthenticationError, InvalidRequest, SlipstreamError
+from ..observe.alerts import AlertEvaluator
+from ..observe.track import operation_path
 from ..pipeline import Pipeline
 from ..schema import parse_chat_request, parse_embeddings_request
 from ..types import ChatRequest, Chunk, Reply
@@ -32,7 +34,7 @@ SSE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-accel-buffering", b"no"),
 )
 _DONE_EVENT = b"data: [DONE]\n\n"
-_CACHE_STATUS = {s: s.encode() for s in ("hit", "miss", "refresh", "bypass", "off")}
+_CACHE_STATUS = {s: s.encode() for s in ("hit", "semantic-hit", "miss", "refresh", "bypass", "off")}
 
 
 class EdgeResponse:
@@ -65,13 +67,24 @@ def internal_error() -> EdgeResponse:
 
 
 class Edge:
-    def __init__(self, pipeline: Pipeline, *, trusted_namespace: str | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        trusted_namespace: str | None = None,
+        alerts: AlertEvaluator | None = None,
+    ) -> None:
         """``trusted_namespace``: in-process callers (the SDK transport) skip key checks and use this namespace."""
         self.pipeline = pipeline
         self.trusted_namespace = trusted_namespace
+        self.alerts = alerts
         config = pipeline.config
         self.keys = {k.key: k for k in config.keys}
         self.max_body_bytes = config.server.max_body_bytes
+        # Imported here: the operator API builds on this module's responses, so it can load only after it.
+        from .api import MetricsApi
+
+        self.metrics_api = MetricsApi(pipeline)
         self._models_body = orjson.dumps(
             {
                 "object": "list",
@@ -111,7 +124,10 @@ class Edge:
         if not hmac.compare_digest(token.encode(), admin.encode()):
             raise AuthenticationError("This endpoint needs the admin key")
 
-    async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> EdgeResponse:
+    async def handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes, *, query: bytes = b""
+    ) -> EdgeResponse:
+        """Answer one request; ``query`` is the raw query string (read only by the operator API)."""
         try:
             if path.startswith("/v1/"):
                 path = path[3:]
@@ -125,16 +141,52 @@ class Edge:
             if path.startswith("/models/"):
                 self.authenticate(headers)
                 return self._model(path[8:])
+            if path == "/api/cache/feedback":
+                return self._feedback(method, headers, body)
             if path == "/api/cache/stats":
                 self.authenticate_admin(headers)
                 stats = await self.pipeline.cache_stats()
                 return EdgeResponse(200, list(JSON_HEADERS), orjson.dumps({"cache": stats}))
+            if path == "/api/alerts":
+                self.authenticate_admin(headers)
+                return self._alerts()
+            if path.startswith("/api/metrics/") or path == "/api/cache/clear":
+                self.authenticate_admin(headers)
+                return await self.metrics_api.handle(method, path, query, body)
+            if path == "/dashboard" or path.startswith("/dashboard/"):
+                return self.metrics_api.dashboard(method, path)  # the page needs no key; its API calls do
             return error_response(not_found(path))
         except SlipstreamError as exc:
             return error_response(exc)
         except Exception:
             log.exception("unexpected error handling %s %s", method, path)
             return internal_error()
+
+    def _alerts(self) -> EdgeResponse:
+        """Every alert rule with its state and last value (``enabled: false`` when none are configured)."""
+        alerts = self.alerts
+        body = {"enabled": False, "alerts": []} if alerts is None else {"enabled": True, **alerts.snapshot()}
+        return EdgeResponse(200, list(JSON_HEADERS), orjson.dumps(body))
+
+    def _feedback(self, method: str, headers: Mapping[str, str], body: bytes) -> EdgeResponse:
+        """``POST {"entry": <x-slipstream-semantic-entry>, "verdict": "bad"}``: take back a semantic hit."""
+        if method != "POST":
+            raise _method_not_allowed()
+        namespace, _ = self.authenticate(headers)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("request body must be JSON") from None
+        entry = data.get("entry") if isinstance(data, dict) else None
+        if not isinstance(entry, str) or not entry:
+            raise InvalidRequest("'entry' must be the x-slipstream-semantic-entry of the hit", param="entry")
+        if data.get("verdict", "bad") != "bad":
+            raise InvalidRequest("'verdict' must be 'bad'", param="verdict")
+        semantic = self.pipeline.semantic
+        if semantic is None:
+            raise InvalidRequest("the semantic cache is not enabled for any model group")
+        removed = semantic.report_bad(entry, namespace=namespace)
+        return EdgeResponse(200, list(JSON_HEADERS), orjson.dumps({"removed": removed}))
 
     def _model(self, name: str) -> EdgeResponse:
         self.pipeline.resolve(name)
@@ -152,7 +204,9 @@ class Edge:
             key_name=key_name,
             cache=CacheDirectives.from_headers(headers),
             deadline=_deadline(headers),
+            operation=_operation(headers),
         )
+        call.feedback = headers.get("x-slipstream-feedback", "").strip().lower() or None
         result = await self.pipeline.run(call)
         response_headers = _call_headers(call)
         if isinstance(result, Reply):
@@ -171,6 +225,7 @@ class Edge:
             key_name=key_name,
             cache=CacheDirectives.from_headers(headers),
             deadline=_deadline(headers),
+            operation=_operation(headers),
         )
         result = await self.pipeline.run(call)
         assert isinstance(result, Reply)
@@ -181,6 +236,9 @@ class Edge:
 
 def _call_headers(call: Call) -> list[tuple[bytes, bytes]]:
     headers = [(b"x-slipstream-cache", _CACHE_STATUS.get(call.cache_status, b"off"))]
+    if call.semantic_entry is not None and call.similarity is not None:
+        headers.append((b"x-slipstream-similarity", f"{call.similarity:.4f}".encode()))
+        headers.append((b"x-slipstream-semantic-entry", call.semantic_entry.encode()))
     if call.cache_age is not None:
         age = str(int(call.cache_age)).encode()
         headers.append((b"x-slipstream-cache-age", age))
@@ -196,6 +254,17 @@ def _call_headers(call: Call) -> list[tuple[bytes, bytes]]:
     if call.coalesced:
         headers.append((b"x-slipstream-coalesced", b"1"))
     return headers
+
+
+def _operation(headers: Mapping[str, str]) -> str | None:
+    """``x-slipstream-operation: cycle/propose``: the application operation the request belongs to (reports)."""
+    value = headers.get("x-slipstream-operation")
+    if value is None:
+        return None
+    try:
+        return operation_path(value)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="x-slipstream-operation") from None
 
 
 def _deadline(headers: Mapping[str, str]) -> float | None:

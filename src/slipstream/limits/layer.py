@@ -7,6 +7,7 @@ deployments' own limits then refuse gives the key's budget back: one limit's ref
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 from ..call import Call, CallResult, Handler
 from ..errors import RateLimited
@@ -14,12 +15,20 @@ from ..types import Chunk, ChunkStream, Reply
 from .limiter import Limiter, LimitSpec, Permit
 from .tokens import estimate_tokens
 
+if TYPE_CHECKING:
+    from .shared import SharedLimits
+
 __all__ = ["KeyLimitLayer"]
 
 
 class KeyLimitLayer:
-    def __init__(self, specs: Mapping[str, LimitSpec]) -> None:
-        self.limiters = {name: Limiter(spec, name=f"key:{name}") for name, spec in specs.items()}
+    def __init__(self, specs: Mapping[str, LimitSpec], *, shared: SharedLimits | None = None) -> None:
+        self.limiters = {
+            name: Limiter(
+                spec, name=f"key:{name}", shared=None if shared is None else shared.scope(f"key:{name}")
+            )
+            for name, spec in specs.items()
+        }
 
     async def __call__(self, call: Call, next: Handler) -> CallResult:
         limiter = self.limiters.get(call.key_name) if call.key_name is not None else None

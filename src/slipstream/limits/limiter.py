@@ -33,15 +33,26 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RateLimited, UpstreamStatusError
 from .adaptive import AdaptiveRate, AdaptiveSpec, parse_rate_limit_headers
 from .window import Budget, SlidingWindow, acquire_all, wait_all
 
-__all__ = ["DEFAULT_MAX_WAIT", "LimitSpec", "Limiter", "Permit"]
+if TYPE_CHECKING:
+    from .redis import Grant
+    from .shared import SharedScope
+
+__all__ = ["DEFAULT_MAX_WAIT", "LimitBackendUnavailable", "LimitSpec", "Limiter", "Permit"]
 
 DEFAULT_MAX_WAIT = 30.0  # seconds a request may queue before it is refused with a 429
+# With shared limits a full set of slots is polled: a slot freed by another instance sends no signal here.
+SHARED_SLOT_POLL = 0.02
+
+
+class LimitBackendUnavailable(Exception):
+    """A shared limit backend (Redis) did not answer in time or could not be reached; nothing is known to be
+    committed. Defined here, not beside the Redis backend, so the limiter never imports redis."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +77,7 @@ class LimitSpec:
 class Permit:
     """One admitted request. ``settle`` corrects its token charge; ``release`` gives its slot back (once)."""
 
-    __slots__ = ("_limiter", "_released", "_reported", "admitted_at", "tokens")
+    __slots__ = ("_limiter", "_released", "_reported", "admitted_at", "grant", "lease", "tokens")
 
     def __init__(self, limiter: Limiter, tokens: int, admitted_at: float) -> None:
         self._limiter = limiter
@@ -74,6 +85,8 @@ class Permit:
         self.admitted_at = admitted_at
         self._released = False
         self._reported = False  # the adaptive rate has heard how this request went
+        self.grant: Grant | None = None  # admitted by the shared (Redis) windows
+        self.lease: str | None = None  # the shared concurrency slot it holds
 
     def settle(self, actual_tokens: int) -> None:
         """Replace the estimated tokens by what the provider reported (prompt + completion)."""
@@ -132,6 +145,7 @@ class Limiter:
 
     ``clock`` must be monotonic (default: the running loop's ``time``); ``sleep`` waits on it (default
     ``asyncio.sleep``); ``wall_clock`` (Unix time) only reads absolute reset times in provider headers.
+    ``shared``: keep the RPM/TPM windows and the slots in Redis, shared by every instance (``limits.shared``).
     """
 
     def __init__(
@@ -143,8 +157,11 @@ class Limiter:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[Any]] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        shared: SharedScope | None = None,
     ) -> None:
         self.spec = spec
+        self.shared = shared
+        self._turn: asyncio.Lock | None = None  # shared mode: the head of this instance's queue asks Redis
         self.name = name
         self.rpm = SlidingWindow(spec.rpm) if spec.rpm is not None else None
         self.tpm = SlidingWindow(spec.tpm) if spec.tpm is not None else None
@@ -172,6 +189,11 @@ class Limiter:
     async def take(self, estimated_tokens: int = 0, *, max_wait: float | None = None) -> Permit:
         """Wait for room and return the permit; the caller must ``release`` it."""
         tokens = max(0, int(estimated_tokens))
+        if self.shared is not None:
+            return await self._take_shared(tokens, max_wait)
+        return await self._take_local(tokens, max_wait)
+
+    async def _take_local(self, tokens: int, max_wait: float | None) -> Permit:
         now = self._now()
         if not self._queue:
             wait = self._try_admit(tokens, now)
@@ -203,7 +225,9 @@ class Limiter:
 
     def stats(self) -> dict[str, Any]:
         now = self._now()
+        shared = None if self.shared is None else {"healthy": self.shared.limits.healthy}
         return {
+            "shared": shared,
             "in_flight": self.in_flight,
             "waiting": len(self._queue),
             "admitted": self.admitted,
@@ -212,6 +236,72 @@ class Limiter:
             "tpm_used": None if self.tpm is None else self.tpm.used(now),
             "rate": None if self.adaptive is None else self.adaptive.rate,
         }
+
+    # ---------------------------------------------------------------------------------------------- shared
+    async def _take_shared(self, tokens: int, max_wait: float | None) -> Permit:
+        """Ask Redis, one request of this instance at a time (FIFO: ``asyncio.Lock`` wakes in order)."""
+        assert self.shared is not None
+        now = self._now()
+        deadline = now + (self.spec.max_wait if max_wait is None else max_wait)
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            while True:
+                try:
+                    outcome = await self._ask_shared(tokens)
+                except LimitBackendUnavailable as exc:
+                    if self.shared.limits.fail_closed:
+                        self.refused += 1
+                        raise RateLimited(
+                            f"Shared rate limits cannot be checked ({exc}); refusing while Redis is down",
+                            retry_after=1.0,
+                        ) from None
+                    break  # fail open: this instance's own windows decide, below
+                if isinstance(outcome, Permit):
+                    return outcome
+                now = self._now()
+                if now + outcome > deadline:
+                    self.refused += 1
+                    scope = f" for {self.name}" if self.name else ""
+                    raise RateLimited(
+                        f"Rate limit reached{scope}: retry in {outcome:.1f}s", retry_after=outcome
+                    )
+                await self._sleep(outcome)
+        return await self._take_local(tokens, max(0.0, deadline - self._now()))
+
+    async def _ask_shared(self, tokens: int) -> Permit | float:
+        """A permit, or the seconds to wait before asking again. Raises ``LimitBackendUnavailable``."""
+        assert self.shared is not None
+        limits, scope, spec = self.shared.limits, self.shared.name, self.spec
+        now = self._now()
+        if self.adaptive is not None and (wait := self.adaptive.try_acquire(1, now)) > 0.0:
+            return wait
+        lease = None
+        if spec.max_concurrent is not None:
+            lease, wait = await limits.backend.acquire_slot(scope, spec.max_concurrent, limits.lease_ttl)
+            if lease is None:
+                return min(max(wait, 0.001), SHARED_SLOT_POLL)
+        grant = None
+        if spec.rpm is not None or spec.tpm is not None:
+            try:
+                grant = await limits.backend.try_acquire(scope, spec.rpm, spec.tpm, tokens)
+            except LimitBackendUnavailable:
+                if lease is not None:
+                    limits.spawn(limits.backend.release_slot(scope, lease))
+                raise
+            if not grant.admitted:
+                if lease is not None:
+                    limits.spawn(limits.backend.release_slot(scope, lease))
+                return grant.wait
+        now = self._now()
+        if self.adaptive is not None:
+            self.adaptive.commit(1, now)
+        permit = self._admit(tokens, now)
+        permit.grant = grant
+        if lease is not None:
+            permit.lease = lease
+            limits.hold(scope, lease)
+        return permit
 
     # ------------------------------------------------------------------------------------------- decisions
     def _try_admit(self, tokens: int, now: float) -> float:
@@ -253,14 +343,26 @@ class Limiter:
     # ---------------------------------------------------------------------------------- permit callbacks
     def _release(self, permit: Permit) -> None:
         self.in_flight -= 1
+        if permit.lease is not None and self.shared is not None:
+            self.shared.limits.drop(self.shared.name, permit.lease)
+            permit.lease = None
         self._wake_head()
 
     def _settle(self, permit: Permit, actual: int) -> None:
+        if permit.grant is not None and self.shared is not None:
+            if self.spec.tpm is not None and actual != permit.grant.tokens:
+                limits = self.shared.limits
+                limits.spawn(limits.backend.settle(self.shared.name, permit.grant, actual))
+            return
         if self.tpm is not None:
             self.tpm.settle(permit.tokens, actual, self._now(), committed_at=permit.admitted_at)
             self._wake_head()
 
     def _refund(self, permit: Permit) -> None:
+        if permit.grant is not None and self.shared is not None:
+            limits = self.shared.limits
+            limits.spawn(limits.backend.refund(self.shared.name, permit.grant))
+            return
         now = self._now()
         if self.rpm is not None:
             self.rpm.settle(1, 0, now, committed_at=permit.admitted_at)

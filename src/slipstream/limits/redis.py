@@ -41,17 +41,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..stores.redis import (
     DEFAULT_FAILURE_THRESHOLD,
-    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_RETRY_INTERVAL,
     Health,
     RedisCalls,
-    make_client,
 )
+from ..stores.redis_connect import DEFAULT_MAX_CONNECTIONS, RedisClient, connect
+from .limiter import LimitBackendUnavailable
 from .window import DEFAULT_WINDOW
 
 __all__ = [
@@ -68,10 +67,6 @@ DEFAULT_REDIS_GRANULARITY = 0.01  # coarser than in-process (1 ms): each bucket 
 DEFAULT_TIMEOUT = 0.1
 DEFAULT_LEASE_TTL = 60.0
 KEY_PREFIX = "slipstream:limit:"
-
-
-class LimitBackendUnavailable(Exception):
-    """Redis did not answer in time or could not be reached; nothing is known to be committed."""
 
 
 @dataclass(slots=True)
@@ -253,7 +248,7 @@ class RedisLimitBackend:
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
-        client: aioredis.Redis | None = None,
+        client: RedisClient | None = None,
         window: float = DEFAULT_WINDOW,
         granularity: float = DEFAULT_REDIS_GRANULARITY,
         timeout: float = DEFAULT_TIMEOUT,
@@ -267,7 +262,7 @@ class RedisLimitBackend:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._own_client = client is None
-        self.client = client if client is not None else make_client(url, max_connections=max_connections)
+        self.client = client if client is not None else connect(url, max_connections=max_connections)
         self.window = window
         self.granularity = granularity
         self.timeout = timeout

@@ -60,7 +60,9 @@ LATENCY_BUCKETS = (
 )
 # Seconds. What slipstream adds: tens of µs to a few ms.
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
-CACHE_STATUSES = frozenset({"hit", "miss", "refresh", "bypass", "off"})
+CACHE_STATUSES = frozenset({"hit", "semantic-hit", "miss", "refresh", "bypass", "off"})
+# Cosine similarity of the semantic cache's best candidate; thresholds live between 0.85 and 1.
+SIMILARITY_BUCKETS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 1.0)
 STATUSES = frozenset({200, 400, 401, 403, 404, 408, 413, 422, 429, 499, 500, 502, 503, 504})
 ERROR_CLASSES = frozenset(errors.__all__) | {"CancelledError", "TimeoutError"}
 BREAKER_STATES = ("closed", "half_open", "open")
@@ -100,6 +102,7 @@ class _HistogramSet:
 
 
 _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "semantic_hits": ("Requests answered by the semantic cache (a similar earlier prompt)", ("model",)),
     # name (without _total): (help, labels)
     "requests": ("Requests answered, by final status", ("model", "status")),
     "errors": ("Failed requests by error class", ("model", "error")),
@@ -127,6 +130,7 @@ class Metrics:
         self.in_flight = 0  # incremented/decremented by the edge around each request
         self._histograms: dict[tuple[str, str, str], _HistogramSet] = {}
         self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
+        self._similarity: dict[tuple[str, str], _Histogram] = {}  # (model, "hit" | "miss")
         self._gauges: list[
             tuple[str, str, tuple[str, ...], Callable[[], Mapping[tuple[str, ...], float]]]
         ] = []
@@ -164,6 +168,8 @@ class Metrics:
             _inc(c["errors"], (model, rec.error if rec.error in ERROR_CLASSES else OTHER))
         if cache != "off":
             _inc(c["cache"], (model, cache))
+        if rec.similarity is not None:
+            self._observe_similarity(model, cache == "semantic-hit", rec.similarity)
         if rec.coalesced:
             _inc(c["coalesced"], (model,))
         if rec.attempts > 1:
@@ -182,6 +188,15 @@ class Metrics:
             _inc(c["cost_usd"], (model, deployment), rec.cost_usd)
         if rec.saved_usd:
             _inc(c["cost_avoided_usd"], (model,), rec.saved_usd)
+
+    def _observe_similarity(self, model: str, hit: bool, similarity: float) -> None:
+        if hit:
+            _inc(self._counters["semantic_hits"], (model,))
+        key = (model, "hit" if hit else "miss")
+        hist = self._similarity.get(key)
+        if hist is None:
+            hist = self._similarity[key] = _Histogram(SIMILARITY_BUCKETS)
+        hist.observe(similarity)
 
     def add_gauge(
         self,
@@ -247,6 +262,14 @@ class Metrics:
             for values, value in sorted(self._counters[name].items()):
                 counter.add_metric(list(values), value)
             yield counter
+        similarity = HistogramMetricFamily(
+            f"{p}_semantic_similarity",
+            "Similarity of the semantic cache's best candidate, by whether it was served",
+            labels=["model", "result"],
+        )
+        for skey, shist in sorted(self._similarity.items()):
+            similarity.add_metric(list(skey), shist.buckets(), shist.sum)
+        yield similarity
         gauge = GaugeMetricFamily(f"{p}_in_flight", "Requests being served now")
         gauge.add_metric([], self.in_flight)
         yield gauge

@@ -70,12 +70,15 @@ class Observer:
             error=error,
             ttft_ms=None if ttft is None else (ttft - started) * 1000,
             upstream_ms=call.upstream_ms,
+            operation=call.operation,
             prompt_text=_prompt_text(call) if self.store_text else None,
             reply_text=reply_text if self.store_text else None,
         )
         self.metrics.observe(record)
         if self.request_log is not None:
             self.request_log.record(record)
+        if call.span is not None:  # made inside a tracked block: count it there (observe/track.py)
+            call.span.add(record, self.request_log)
 
     def failed(self, call: Call, *, ts: float, started: float, error: BaseException) -> None:
         if isinstance(error, SlipstreamError):

@@ -2,7 +2,8 @@
 
 A ``RequestRecord`` is built once per request, after the reply (or the last chunk) went out, from the ``Call``
 and what the edge measured. It is a flat slotted object of plain values so that handing it to a queue or
-another thread costs nothing and no sink can reach back into live request state.
+another thread costs nothing and no sink can reach back into live request state. ``OperationRecord`` is the
+same kind of value for one run of a tracked application block (``observe/track.py``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ if TYPE_CHECKING:
     from ..call import Call
     from ..providers.base import Price
 
-__all__ = ["RequestRecord", "record_from_call", "usage_tokens"]
+__all__ = ["OperationRecord", "RequestRecord", "record_from_call", "usage_tokens"]
 
 # Cache statuses under which the upstream was not called for this request: its cost was avoided.
-_SERVED_WITHOUT_UPSTREAM = frozenset({"hit"})
+_SERVED_WITHOUT_UPSTREAM = frozenset({"hit", "semantic-hit"})
 
 
 @dataclass(slots=True, kw_only=True)
@@ -41,7 +42,8 @@ class RequestRecord:
     cached_tokens: int = 0  # provider-side prompt cache (prompt_tokens_details.cached_tokens)
     cost_usd: float = 0.0  # what this request cost upstream
     saved_usd: float = 0.0  # what it would have cost, when a cache hit or coalescing answered it
-    cache_status: str = "off"  # hit | miss | refresh | bypass | off
+    cache_status: str = "off"  # hit | semantic-hit | miss | refresh | bypass | off
+    similarity: float | None = None  # the semantic cache's best candidate, when it looked
     coalesced: bool = False
     attempts: int = 0
     hedged: bool = False
@@ -54,6 +56,25 @@ class RequestRecord:
     @property
     def ok(self) -> bool:
         return self.error is None and self.status < 400
+
+
+@dataclass(slots=True, kw_only=True)
+class OperationRecord:
+    """One run of a tracked block (``slipstream.track``), recorded when it ends. The totals include the calls
+    of nested blocks; ``operation`` is the path of names from the outermost block ("cycle/propose")."""
+
+    ts: float  # epoch seconds, block start
+    operation: str
+    parent: str | None  # the enclosing block's path
+    duration_ms: float  # the block's own wall time
+    calls: int = 0
+    hits: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    error: str | None = None  # exception class name when the block raised
 
 
 def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
@@ -104,6 +125,7 @@ def record_from_call(
         cost_usd=0.0 if avoided else value,
         saved_usd=value if avoided else 0.0,
         cache_status=call.cache_status,
+        similarity=call.similarity,
         coalesced=call.coalesced,
         attempts=call.attempts,
         hedged=call.hedged,

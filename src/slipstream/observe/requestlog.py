@@ -11,6 +11,12 @@ Retention runs in the writer, in short transactions: rows older than ``retention
 O(1) pragmas) is checked against ``max_bytes`` and the oldest rows are deleted down to 90% of it. Freed pages
 are reused, so the file stops growing near ``max_bytes`` (plus the WAL, which SQLite checkpoints at ~4 MB).
 
+Tracked operations (``observe/track.py``) ride the same queue: ``record_operation()`` queues a finished block,
+and the writer inserts it into a second table, ``operations``, in the same pass. One writer per file keeps the
+request path free of disk waits and avoids two connections contending for SQLite's write lock. The table is
+created if missing when the writer opens the file (request logs written before it gain it in place); its rows
+are purged by age with the requests, and trimmed to the oldest request kept when the size limit evicts.
+
 Readers (``query``/``summary``, for the API and reports) open their own short-lived read-only connection: WAL
 lets them read while the writer commits. They block on disk, so async callers run them in a thread.
 
@@ -31,11 +37,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .record import RequestRecord
+from .record import OperationRecord, RequestRecord
 
 __all__ = ["DEFAULT_MAX_BYTES", "RequestLog", "percentile"]
 
@@ -120,6 +127,46 @@ _SCHEMA = (
 _SQL_INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _SQL_PURGE_AGE = "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE ts < ? LIMIT ?)"
 _SQL_EVICT = "DELETE FROM requests WHERE id IN (SELECT id FROM requests ORDER BY id LIMIT ?)"
+# One row per finished tracked block; column names are OperationRecord's field names.
+_OPERATION_COLUMNS = (
+    "ts",
+    "operation",
+    "parent",
+    "duration_ms",
+    "calls",
+    "hits",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "saved_usd",
+    "error",
+)
+_SCHEMA_OPERATIONS = (
+    """CREATE TABLE IF NOT EXISTS operations (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        operation TEXT NOT NULL,
+        parent TEXT,
+        duration_ms REAL NOT NULL,
+        calls INTEGER NOT NULL,
+        hits INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        saved_usd REAL NOT NULL,
+        error TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS operations_ts ON operations (ts)",
+)
+_SQL_INSERT_OPERATION = (
+    f"INSERT INTO operations ({', '.join(_OPERATION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_OPERATION_COLUMNS))})"
+)
+_SQL_PURGE_OPERATIONS = "DELETE FROM operations WHERE ts < ?"
+# After eviction by size: no block older than the oldest request kept (nothing when no request is left).
+_SQL_TRIM_OPERATIONS = "DELETE FROM operations WHERE ts < (SELECT min(ts) FROM requests)"
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _CORRUPTION_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 # Cache statuses that consulted the cache (the hit-rate denominator); bypass and off did not.
@@ -167,7 +214,7 @@ class RequestLog:
         # every ``batch_interval``. A queue.Queue here woke the writer thread on every record: a GIL hand-off
         # and a futex per request, measured at ~18 us of CPU per cache hit and far more per miss.
         self.queue_size = queue_size
-        self._pending: deque[RequestRecord] = deque()
+        self._pending: deque[RequestRecord | OperationRecord] = deque()
         self._controls: queue.SimpleQueue[_Control] = queue.SimpleQueue()
         self._wake = threading.Event()  # set only by control requests (flush, maintain, stop)
         self._closed = False
@@ -178,6 +225,13 @@ class RequestLog:
     # ------------------------------------------------------------------------------------------ recording
     def record(self, rec: RequestRecord) -> None:
         """Queue one record; never blocks. A full queue drops it (counted in ``dropped``)."""
+        if self._closed or len(self._pending) >= self.queue_size:
+            self.dropped += 1
+            return
+        self._pending.append(rec)
+
+    def record_operation(self, rec: OperationRecord) -> None:
+        """Queue one finished tracked block, like ``record``; it is written to the ``operations`` table."""
         if self._closed or len(self._pending) >= self.queue_size:
             self.dropped += 1
             return
@@ -310,6 +364,23 @@ class RequestLog:
             "saved_usd": saved,
         }
 
+    def reader(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A short-lived read-only connection (``with log.reader() as conn``) for read-side modules
+        (``observe.query``) that run their own SQL against the ``requests`` table."""
+        return _reader(self.path)
+
+    def window_filter(
+        self,
+        window_minutes: float,
+        *,
+        model: str | None = None,
+        key: str | None = None,
+        deployment: str | None = None,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause and its parameters that ``query``/``summary`` use for a window and its filters;
+        the first parameter is the window's start (epoch seconds), the filters' values follow."""
+        return self._where(window_minutes, model, key, deployment)
+
     def _where(
         self, window_minutes: float, model: str | None, key: str | None, deployment: str | None
     ) -> tuple[str, list[Any]]:
@@ -405,7 +476,7 @@ class _Writer(threading.Thread):
             if stop is not None:
                 _resolve(stop.done)
 
-    def _collect(self) -> tuple[list[RequestRecord], list[_Control]]:
+    def _collect(self) -> tuple[list[RequestRecord | OperationRecord], list[_Control]]:
         """The next batch: everything recorded by the end of a ``batch_interval`` nap (cut short by a control
         request, which is then answered after the records queued before it are written)."""
         owner = self.owner
@@ -421,11 +492,23 @@ class _Writer(threading.Thread):
         records = [pending.popleft() for _ in range(len(pending))]
         return records, controls
 
-    def _write(self, records: list[RequestRecord]) -> None:
-        rows = [self.owner._row(rec) for rec in records]  # before BEGIN: keep the file lock short
+    def _write(self, records: list[RequestRecord | OperationRecord]) -> None:
+        # Rows are built before BEGIN: keep the file lock short.
+        rows = [self.owner._row(rec) for rec in records if isinstance(rec, RequestRecord)]
+        if rows and self._insert(_SQL_INSERT, rows):
+            self.owner.written += len(rows)
+        operations = [
+            tuple(getattr(rec, column) for column in _OPERATION_COLUMNS)
+            for rec in records
+            if isinstance(rec, OperationRecord)
+        ]
+        if operations:
+            self._insert(_SQL_INSERT_OPERATION, operations)
+
+    def _insert(self, sql: str, rows: list[tuple[Any, ...]]) -> bool:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                self._transaction(_SQL_INSERT, rows, many=True)
+                self._transaction(sql, rows, many=True)
             except Exception as exc:  # never let the thread die: the log is best-effort
                 busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY_CODES
                 if busy and attempt < WRITE_ATTEMPTS:
@@ -434,9 +517,9 @@ class _Writer(threading.Thread):
                 log.warning(
                     "request log: writing %d records to %s failed: %s", len(rows), self.owner.path, exc
                 )
-                return
-            self.owner.written += len(rows)
-            return
+                return False
+            return True
+        return False
 
     def _maintain(self, *, purge_age: bool) -> None:
         """Delete rows past retention (when ``purge_age``) and the oldest rows while over ``max_bytes``."""
@@ -450,6 +533,7 @@ class _Writer(threading.Thread):
                     owner.purged += n
                     if n < DELETE_CHUNK:
                         break
+                self._transaction(_SQL_PURGE_OPERATIONS, (cutoff,))
             used = _used_bytes(self.conn)
             if used <= owner.max_bytes:
                 return
@@ -465,6 +549,7 @@ class _Writer(threading.Thread):
                 if deleted == 0:
                     break
                 used = _used_bytes(self.conn)
+            self._transaction(_SQL_TRIM_OPERATIONS, ())
         except Exception as exc:
             log.warning("request log: retention pass on %s failed: %s", owner.path, exc)
 
@@ -536,6 +621,8 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
                     conn.execute(statement)
             elif version != SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"unknown schema (user_version {version})")
+            for statement in _SCHEMA_OPERATIONS:
+                conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -209,6 +209,18 @@ class CircuitBreaker:
                 self._open(now)
         # open: already open; a late failure does not extend the cooldown.
 
+    def trip(self) -> bool:
+        """Open now, for a full cooldown, on another instance's word (shared breaker state); True if it opened.
+
+        An open breaker is left as it is (its own cooldown stands); a half-open one reopens.
+        """
+        now = self._clock()
+        self._tick(now)
+        if self._state is BreakerState.OPEN:
+            return False
+        self._open(now)
+        return True
+
     def release(self) -> None:
         """Give back a half-open probe slot without a verdict (the probe was cancelled)."""
         if self._state is BreakerState.HALF_OPEN and self._probes > 0:

@@ -33,6 +33,7 @@ from .strategies import DeploymentStats, get_strategy
 
 if TYPE_CHECKING:
     from ..config import ModelGroup
+    from ..limits.shared import SharedLimits
 
 __all__ = ["DeploymentRuntime", "Router"]
 
@@ -51,13 +52,20 @@ class DeploymentRuntime:
         provider: Provider,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[Any]],
+        shared: SharedLimits | None = None,
     ) -> None:
         self.deployment = deployment
         self.provider = provider
         self.stats = DeploymentStats(weight=deployment.weight, priority=deployment.priority)
         self.breaker: CircuitBreaker
         self.limiter = (
-            Limiter(deployment.limits, name=deployment.label, clock=clock, sleep=sleep)
+            Limiter(
+                deployment.limits,
+                name=deployment.label,
+                clock=clock,
+                sleep=sleep,
+                shared=None if shared is None else shared.scope(f"dep:{deployment.label}"),
+            )
             if deployment.limits is not None
             else None
         )
@@ -95,8 +103,12 @@ class Router:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        shared_limits: SharedLimits | None = None,
+        on_runtime: Callable[[DeploymentRuntime], None] | None = None,
     ) -> None:
         self.resolve = resolve
+        self.shared_limits = shared_limits
+        self.on_runtime = on_runtime  # told of each deployment's runtime once (shared breaker state)
         self.provider_for = provider_for
         self.rng = rng or random.Random()
         self.clock = clock
@@ -113,7 +125,9 @@ class Router:
     def runtime(self, group: ModelGroup, deployment: Deployment) -> DeploymentRuntime:
         rt = self._runtimes.get(id(deployment))
         if rt is None:
-            rt = DeploymentRuntime(deployment, self.provider_for(deployment), self.clock, self.sleep)
+            rt = DeploymentRuntime(
+                deployment, self.provider_for(deployment), self.clock, self.sleep, self.shared_limits
+            )
             b = group.policy.breaker
             rt.breaker = CircuitBreaker(
                 failure_threshold=b.failures,
@@ -124,6 +138,8 @@ class Router:
                 clock=self.clock,
             )
             self._runtimes[id(deployment)] = rt
+            if self.on_runtime is not None:
+                self.on_runtime(rt)
         return rt
 
     def _group_state(self, group: ModelGroup) -> _GroupState:
@@ -291,6 +307,9 @@ class Router:
             if permit is not None:
                 permit.finish(exc)
             _add_upstream_time(call, self.clock() - started)
+            if not isinstance(exc, asyncio.CancelledError):  # a cancelled hedge loser says nothing
+                # A request that fails is logged against the last deployment it tried (an answer overwrites it).
+                call.deployment = rt.deployment.label
             raise
         call.deployment = rt.deployment.label  # set by the attempt that answered (a hedge may lose)
         ttfb = self.clock() - started

@@ -42,12 +42,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from .base import CacheEntry, CacheStore, StoreStats
+from .redis_connect import DEFAULT_MAX_CONNECTIONS, RedisClient, connect
 from .sqlite import DEFAULT_COMPRESS_LEVEL, decode_value, encode_value
 
 __all__ = [
@@ -73,9 +71,6 @@ DEFAULT_ADMIN_TIMEOUT = 10.0
 DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_RETRY_INTERVAL = 1.0
 DEFAULT_STATS_TTL = 5.0
-DEFAULT_MAX_CONNECTIONS = 64
-# How long a detached command may keep its connection: the socket read/write timeout of our own clients.
-DEFAULT_SOCKET_TIMEOUT = 1.0
 SCAN_COUNT = 1000
 ENTRY_OVERHEAD = 320  # bytes Redis spends on a cache key beyond its stored value (see the module docstring)
 
@@ -252,26 +247,9 @@ def _forget(pending: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], No
     return done
 
 
-def make_client(
-    url: str,
-    *,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-    pool_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-) -> aioredis.Redis:
-    """A client for the request path: hiredis (when installed, redis-py picks it), no retries (the caller's
-    timeout is the budget), socket timeouts so an abandoned command cannot live forever, and a bounded pool that
-    waits for a free connection instead of opening one per concurrent request."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=pool_timeout,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+# The one client factory lives in redis_connect (one server, TLS, Sentinel, Cluster); the old name stays for
+# code written against it.
+make_client = connect
 
 
 def _glob_escape(text: str) -> str:
@@ -285,7 +263,7 @@ class RedisStore(CacheStore):
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
-        client: aioredis.Redis | None = None,
+        client: RedisClient | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         get_timeout: float = DEFAULT_GET_TIMEOUT,
         set_timeout: float = DEFAULT_SET_TIMEOUT,
@@ -303,7 +281,7 @@ class RedisStore(CacheStore):
         if not -1 <= compress_level <= 9:
             raise ValueError("compress_level must be between -1 and 9 (zlib levels)")
         self._own_client = client is None
-        self.client = client if client is not None else make_client(url, max_connections=max_connections)
+        self.client = client if client is not None else connect(url, max_connections=max_connections)
         self.key_prefix = key_prefix
         self.get_timeout = get_timeout
         self.set_timeout = set_timeout

@@ -2,13 +2,18 @@
 
 Hits in the front cost about a microsecond; a back hit is copied to the front with the time it has left and
 its original creation time, so the age a caller reports (and any max-age check above) stays right. Writes go
-to both; the back's write is only queued (``SqliteStore.set`` never waits on the disk).
+to both; the back's write is only queued (``SqliteStore.set`` never waits on the disk). A remote back (Redis,
+``write_behind=True``) is written by a background task, so a miss does not wait a round trip for its own store;
+``flush()`` waits for those writes.
 
 The front is private to this process: a delete or clear in another process that shares the back does not reach
 it, so a front entry can outlive such a delete for at most its remaining TTL.
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 from .base import CacheEntry, CacheStore, StoreStats
 from .memory import MemoryStore
@@ -19,9 +24,11 @@ __all__ = ["TieredStore"]
 class TieredStore(CacheStore):
     """``front`` (memory) over ``back`` (any store)."""
 
-    def __init__(self, front: MemoryStore, back: CacheStore) -> None:
+    def __init__(self, front: MemoryStore, back: CacheStore, *, write_behind: bool = False) -> None:
         self.front = front
         self.back = back
+        self.write_behind = write_behind
+        self._writes: set[asyncio.Task[Any]] = set()
 
     async def get(self, key: str) -> CacheEntry | None:
         entry = self.front.get_nowait(key)
@@ -36,7 +43,12 @@ class TieredStore(CacheStore):
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self.front.set_nowait(key, value, ttl)
-        await self.back.set(key, value, ttl)
+        if not self.write_behind:
+            await self.back.set(key, value, ttl)
+            return
+        task = asyncio.get_running_loop().create_task(self.back.set(key, value, ttl))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def delete(self, key: str) -> bool:
         in_front = self.front.delete_nowait(key)
@@ -53,9 +65,13 @@ class TieredStore(CacheStore):
         return await self.back.stats()
 
     async def flush(self) -> None:
+        if self._writes:
+            await asyncio.wait(tuple(self._writes))
         await self.back.flush()
 
     async def aclose(self) -> None:
+        if self._writes:
+            await asyncio.wait(tuple(self._writes), timeout=1.0)
         try:
             await self.back.aclose()
         finally:
