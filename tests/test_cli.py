@@ -7,6 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from slipstream.cli import main
+from tests.redis_server import redis_server, redis_url  # noqa: F401 - fixtures for the shared-tier test
 
 
 def test_help_lists_the_commands():
@@ -60,3 +61,41 @@ def test_cache_stats_and_clear(tmp_path: Path):
     assert cleared.exit_code == 0 and "cleared 2 entries" in cleared.output
     stats = CliRunner().invoke(main, ["cache", "stats", "--config", str(cfg)])
     assert "entries:   2" in stats.output
+
+
+def test_cache_stats_and_clear_report_the_shared_redis_tier(tmp_path: Path, redis_url: str):  # noqa: F811
+    import asyncio
+
+    from slipstream.stores.redis import RedisStore
+
+    async def fill() -> None:
+        store = RedisStore(redis_url)
+        for key in ("a:chat:1", "a:chat:2", "b:chat:1"):
+            await store.set(key, b'{"x": 1}', 60)
+        await store.aclose()
+
+    asyncio.run(fill())
+    cfg = tmp_path / "c.yaml"
+    sqlite = tmp_path / "never.db"
+    cfg.write_text(
+        f"redis: {{url: '{redis_url}'}}\ncache:\n  sqlite: {{path: {sqlite}}}\n"
+        "model_groups:\n  s:\n    deployments: [{provider: sim, model: s}]\n"
+    )
+    stats = CliRunner().invoke(main, ["cache", "stats", "--config", str(cfg)])
+    assert stats.exit_code == 0, stats.output
+    assert "redis:" in stats.output and "entries:   3" in stats.output
+    cleared = CliRunner().invoke(main, ["cache", "clear", "--config", str(cfg), "--namespace", "a"])
+    assert cleared.exit_code == 0 and "cleared 2 entries" in cleared.output
+    assert "entries:   1" in CliRunner().invoke(main, ["cache", "stats", "--config", str(cfg)]).output
+    assert not sqlite.exists()  # the shared tier replaces SQLite: the CLI never looked there
+
+
+def test_cache_stats_says_when_redis_cannot_be_reached(tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "redis: {url: 'redis://:secret@127.0.0.1:1/0'}\n"
+        "model_groups:\n  s:\n    deployments: [{provider: sim, model: s}]\n"
+    )
+    result = CliRunner().invoke(main, ["cache", "stats", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "cannot reach Redis" in result.output and "secret" not in result.output

@@ -175,34 +175,70 @@ def sim(host: str, port: int, preset: str | None, options: tuple[str, ...]) -> N
 
 @main.group()
 def cache() -> None:
-    """Inspect or clear the response cache (the SQLite store named in the config)."""
+    """Inspect or clear the response cache: the tier behind memory the config names (Redis when the cache
+    has a Redis URL, otherwise SQLite)."""
 
 
-def _sqlite_store(config: Config) -> Any:
+# The CLI walks every key (SCAN) and may wait on a busy server: budgets far above the request path's.
+_ADMIN_TIMEOUT = 60.0
+_CONNECT_TIMEOUT = 5.0
+
+
+def _persistent_store(config: Config) -> tuple[Any, str]:
+    """The store to inspect and a line saying where it is."""
+    from .pipeline import shared_cache_url
+
+    url = shared_cache_url(config)
+    if url:
+        from .stores.redis import RedisStore
+        from .stores.redis_connect import redact_url
+
+        store = RedisStore(
+            url,
+            get_timeout=_CONNECT_TIMEOUT,
+            set_timeout=_CONNECT_TIMEOUT,
+            admin_timeout=_ADMIN_TIMEOUT,
+            stats_ttl=0.0,
+        )
+        return store, f"redis:     {redact_url(url)}"
     from pathlib import Path
 
     from .stores.sqlite import SqliteStore
 
     if not config.cache.sqlite_enabled:
         raise click.UsageError("the config keeps no persistent cache (cache.sqlite.enabled is false)")
-    return SqliteStore(Path(config.cache.sqlite_path), max_bytes=config.cache.sqlite_max_bytes)
+    path = config.cache.sqlite_path
+    return SqliteStore(Path(path), max_bytes=config.cache.sqlite_max_bytes), f"path:      {path}"
+
+
+async def _reachable(store: Any, where: str) -> None:
+    """A Redis that cannot be reached is an error here (the request path treats it as a miss instead)."""
+    client = getattr(store, "client", None)
+    if client is None:
+        return
+    try:
+        await asyncio.wait_for(client.ping(), _CONNECT_TIMEOUT)
+    except Exception as exc:
+        await store.aclose()
+        raise click.ClickException(f"cannot reach Redis ({where.split(maxsplit=1)[1]}): {exc}") from None
 
 
 @cache.command("stats")
 @click.option("-c", "--config", "config_path", metavar="FILE")
 def cache_stats(config_path: str | None) -> None:
-    """Entries, bytes and evictions of the persistent cache."""
+    """Entries, bytes and evictions of the persistent or shared cache."""
     config = _load(config_path)
 
-    async def run() -> Any:
-        store = _sqlite_store(config)
+    async def run() -> tuple[Any, str]:
+        store, where = _persistent_store(config)
+        await _reachable(store, where)
         try:
-            return await store.stats()
+            return await store.stats(), where
         finally:
             await store.aclose()
 
-    stats = asyncio.run(run())
-    click.echo(f"path:      {config.cache.sqlite_path}")
+    stats, where = asyncio.run(run())
+    click.echo(where)
     click.echo(f"entries:   {stats.entries}")
     click.echo(f"bytes:     {stats.bytes}")
     click.echo(f"evictions: {stats.evictions}")
@@ -216,7 +252,8 @@ def cache_clear(config_path: str | None, namespace: str | None) -> None:
     config = _load(config_path)
 
     async def run() -> int:
-        store = _sqlite_store(config)
+        store, where = _persistent_store(config)
+        await _reachable(store, where)
         try:
             count: int = await store.clear(f"{namespace}:" if namespace else "")
             await store.flush()

@@ -38,15 +38,21 @@ from .types import Reply
 if TYPE_CHECKING:
     from .semantic.layer import SemanticLayer
 
-__all__ = ["Pipeline", "build_cache_store"]
+__all__ = ["Pipeline", "build_cache_store", "shared_cache_url"]
 
 log = logging.getLogger("slipstream.pipeline")
+
+
+def shared_cache_url(config: Config) -> str | None:
+    """The Redis URL of the shared cache tier: ``cache.redis.url``, else ``redis.url`` unless ``redis.cache``
+    is off; ``None`` when the tier behind memory is local (SQLite)."""
+    return config.cache.redis_url or (config.redis.url if config.redis.cache else None)
 
 
 def build_cache_store(config: Config) -> CacheStore:
     cache = config.cache
     memory = MemoryStore(max_entries=cache.memory_max_entries, max_bytes=cache.memory_max_bytes)
-    redis_url = cache.redis_url or (config.redis.url if config.redis.cache else None)
+    redis_url = shared_cache_url(config)
     if redis_url:
         from .stores.redis import RedisStore  # the `redis` extra: imported only when configured
 
