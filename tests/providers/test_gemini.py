@@ -597,6 +597,7 @@ async def test_complete_429_resource_exhausted(upstream: FakeGemini, pool: HttpP
     assert info.value.status == 429
     assert info.value.type == "rate_limit_error"
     assert "You exceeded your current quota" in info.value.message
+    assert info.value.retry_after == 39.0  # RetryInfo.retryDelay in the body: Gemini sends no Retry-After
 
 
 async def test_stream_429_list_wrapped(upstream: FakeGemini, pool: HttpPool) -> None:

@@ -216,3 +216,14 @@ async def test_embeddings(upstream, pool):
     reply = await _provider(upstream, pool).embed(validate_embeddings_request({"model": "e", "input": "hi"}))
     assert reply.data["data"][0]["embedding"] == [0.1]
     assert upstream.seen[0][2]["model"] == "gpt-x"
+
+
+def test_retry_after_prefers_milliseconds_then_seconds_then_a_body_delay():
+    from slipstream.providers.http import retry_after_of
+
+    body = b'{"error": {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}}'
+    assert retry_after_of({"retry-after-ms": "250", "retry-after": "1"}, body) == 0.25
+    assert retry_after_of({"retry-after": "3"}, body) == 3.0
+    assert retry_after_of({}, body) == 1.5
+    assert retry_after_of({"retry-after-ms": "soon"}, b"{}") is None
+    assert retry_after_of({}, b"not json retryDelay") is None

@@ -140,6 +140,40 @@ def parse_retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: rare from LLM providers; the retry layer falls back to its backoff
 
 
+def retry_after_of(headers: Mapping[str, str], raw: bytes) -> float | None:
+    """How long the provider asks us to wait: ``retry-after-ms`` (OpenAI, Azure), ``retry-after`` (seconds),
+    or Gemini's ``RetryInfo.retryDelay`` in the error body (``"17s"``), in that order."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    seconds = parse_retry_after(headers.get("retry-after"))
+    return seconds if seconds is not None else _retry_delay(raw)
+
+
+def _retry_delay(raw: bytes) -> float | None:
+    if b"retryDelay" not in raw:
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, list) and data:
+        data = data[0]
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return max(0.0, float(delay[:-1]))
+            except ValueError:
+                return None
+    return None
+
+
 async def raise_for_status(response: aiohttp.ClientResponse, provider: str) -> None:
     raw = await response.content.read(_MAX_ERROR_BODY)
     message = error_message(raw) or f"HTTP {response.status}"
@@ -148,14 +182,16 @@ async def raise_for_status(response: aiohttp.ClientResponse, provider: str) -> N
         f"{provider}: {message}",
         upstream_status=response.status,
         provider=provider,
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        retry_after=retry_after_of(headers, raw),
         headers=headers,
     )
 
 
 def _keep_header(name: str) -> bool:
     name = name.lower()
-    return name == "retry-after" or name.startswith(("x-ratelimit-", "anthropic-ratelimit-"))
+    return name in ("retry-after", "retry-after-ms") or name.startswith(
+        ("x-ratelimit-", "anthropic-ratelimit-")
+    )
 
 
 def error_message(raw: bytes) -> str:
