@@ -198,6 +198,33 @@ def test_summary_is_exact_over_the_window(make_log, clock: Clock):
     assert log.summary(240)["count"] == 204
 
 
+@pytest.mark.parametrize("n", [1, 2, 19, 20, 21, 100, 101, 997])
+def test_summary_percentiles_match_nearest_rank_at_every_size(make_log, n: int):
+    import random
+
+    rng = random.Random(n)
+    latencies = [round(rng.lognormvariate(3, 1), 3) for _ in range(n)]
+    log = make_log()
+    for i, latency in enumerate(latencies):
+        log.record(rec(0, latency_ms=latency, group="fast" if i % 3 else "slow", ts=NOW - 60))
+    log.flush(timeout=10)
+    for model, values in ((None, latencies), ("slow", latencies[::3])):
+        ordered = sorted(values)
+        got = log.summary(60, model=model)["latency_ms"]
+        assert got == {
+            "p50": percentile(ordered, 50),
+            "p95": percentile(ordered, 95),
+            "p99": percentile(ordered, 99),
+            "max": ordered[-1],
+        }
+    assert log.summary(60, model="nobody")["latency_ms"] == {
+        "p50": None,
+        "p95": None,
+        "p99": None,
+        "max": None,
+    }
+
+
 def test_query_filters(make_log):
     log = make_log()
     log.record(rec(1, group="fast", key_name="alice", deployment="a"))
