@@ -148,12 +148,23 @@ async def test_every_endpoint_needs_the_admin_key(client: httpx.AsyncClient):
     assert (await client.get(paths[0], headers={"x-api-key": ADMIN})).status_code == 200
 
 
-async def test_without_an_admin_key_any_virtual_key_may_read_the_metrics(tmp_path: Path):
+async def test_with_keys_but_no_admin_key_no_tenant_reaches_the_operator_api(tmp_path: Path):
     http, pipeline = await make_client(config_text(tmp_path, admin=False))
     try:
-        assert_openai_error(await http.get("/api/metrics/summary"), 401)
-        response = await http.get("/api/metrics/summary", headers={"authorization": f"Bearer {TEAM_B}"})
-        assert response.status_code == 200
+        tenant = {"authorization": f"Bearer {TEAM_B}"}
+        for path in (
+            "/api/metrics/summary",
+            "/api/metrics/costs",
+            "/api/cache/stats",
+            "/api/alerts",
+            "/metrics",
+        ):
+            assert_openai_error(await http.get(path), 401)
+            assert_openai_error(await http.get(path, headers=tenant), 401)
+        assert_openai_error(
+            await http.post("/api/cache/clear", json={"namespace": "team-a"}, headers=tenant), 401
+        )
+        assert (await chat(http, "still served", key=TEAM_B)).status_code == 200
     finally:
         await http.aclose()
         await pipeline.aclose()

@@ -114,10 +114,15 @@ class Edge:
         return key.namespace, key.name
 
     def authenticate_admin(self, headers: Mapping[str, str]) -> None:
-        """Operator endpoints: the admin key when one is configured, else any valid key (or none without keys)."""
+        """Operator endpoints: the admin key. With virtual keys but no admin key they are closed, not opened to
+        every tenant (they show every tenant's traffic and spend, and clear any cache); with no keys at all the
+        gateway listens on loopback only and they are open."""
         admin = self.pipeline.config.server.admin_key
         if admin is None:
-            self.authenticate(headers)
+            if self.keys:
+                raise AuthenticationError(
+                    "This endpoint needs the admin key, and none is configured (server.admin_key)"
+                )
             return
         token = headers.get("authorization", "")
         token = token[7:].strip() if token[:7].lower() == "bearer " else headers.get("x-api-key", "")
