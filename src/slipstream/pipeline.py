@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from .stores.base import CacheStore
 from .stores.memory import MemoryStore
 from .stores.sqlite import SqliteStore
 from .stores.tiered import TieredStore
-from .types import Reply
+from .types import Chunk, ChunkStream, Reply
 
 if TYPE_CHECKING:
     from .semantic.layer import SemanticLayer
@@ -41,6 +41,36 @@ if TYPE_CHECKING:
 __all__ = ["Pipeline", "build_cache_store", "shared_cache_url"]
 
 log = logging.getLogger("slipstream.pipeline")
+
+
+async def _primed(stream: ChunkStream) -> ChunkStream:
+    """``stream`` with its first chunk already pulled through every layer.
+
+    The layers wrap streams in async generators whose ``finally`` gives back what they hold: a rate-limit
+    permit, a shared concurrency slot, a coalescing lease, the request's record. A generator that never started
+    runs no ``finally`` — not on ``aclose()``, not when collected — so a caller that dropped the stream unread
+    (a client gone before the response headers went out) leaked them all. Started here, each of them closes
+    when the stream is closed or collected. An error before the first chunk is raised here, as for a reply.
+    """
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        return _chunks(())
+    return _after(first, stream)
+
+
+async def _chunks(chunks: tuple[Chunk, ...]) -> AsyncIterator[Chunk]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def _after(first: Chunk, rest: ChunkStream) -> AsyncIterator[Chunk]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 def shared_cache_url(config: Config) -> str | None:
@@ -152,7 +182,8 @@ class Pipeline:
                 call.span, call.operation = span, span.path
         observer = self.observer
         if observer is None:
-            return await self._handler(call)
+            result = await self._handler(call)
+            return result if isinstance(result, Reply) else await _primed(result)
         ts, started = time.time(), time.perf_counter()
         observer.start()
         try:
@@ -163,7 +194,7 @@ class Pipeline:
         if isinstance(result, Reply):
             observer.finish(call, ts=ts, started=started, status=200, usage=result.usage)
             return result
-        return observer.watch(call, result, ts=ts, started=started)
+        return await _primed(observer.watch(call, result, ts=ts, started=started))
 
     async def start(self, timeout: float = 2.0) -> None:
         """Open the first Redis connections before traffic arrives (and, for a Cluster, learn its slots), so a

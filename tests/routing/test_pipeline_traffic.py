@@ -432,3 +432,33 @@ async def test_sdk_sees_a_deployment_limit_as_rate_limited():
         with pytest.raises(RateLimited) as info:
             await slip.chat(model="g", messages=[{"role": "user", "content": "another"}])
         assert info.value.retry_after is not None and 0 < info.value.retry_after <= 60
+
+
+async def test_a_stream_dropped_before_it_was_read_gives_its_permits_back():
+    # A client that leaves before the response headers go out leaves its stream unread. The key's and the
+    # deployment's concurrency permits (released in the stream wrappers' `finally`) must still come back.
+    import gc
+
+    groups = """
+  g:
+    deployments: [{provider: sim, model: s, limits: {max_concurrent: 1, max_wait: 0}}]
+"""
+    keyed = """
+coalescing: {enabled: false}
+keys:
+  - {key: sk-one, name: one, limits: {max_concurrent: 1, max_wait: 0}}
+"""
+    async with Slipstream(config(groups, extra=keyed)) as slip:
+        edge = Edge(slip.pipeline)
+        headers = {"authorization": "Bearer sk-one"}
+        for i in range(3):
+            body = {"model": "g", "messages": [{"role": "user", "content": f"drop {i}"}], "stream": True}
+            response = await edge.handle("POST", "/v1/chat/completions", headers, json.dumps(body).encode())
+            assert response.status == 200 and response.stream is not None
+            del response  # never iterated, never closed
+            gc.collect()
+            for _ in range(5):  # the loop runs the collected generators' aclose()
+                await asyncio.sleep(0)
+        assert sim(slip).calls == 3
+        observer = slip.pipeline.observer
+        assert observer is not None and observer.metrics.in_flight == 0  # and each request was recorded
