@@ -146,3 +146,80 @@ async def test_redis_down_means_local_calls_not_failures(redis_server) -> None: 
     finally:
         redis_server.start()
         await close(slips)
+
+
+async def test_a_lease_taken_after_the_set_timed_out_is_given_back(redis_url: str) -> None:  # noqa: F811
+    # Instance A stops waiting for its SET (timeout far below a round trip) but the SET lands: A is then the
+    # lease holder without knowing it, and calls upstream itself. B must not follow that silent flight.
+    import time
+
+    from redis.asyncio import Redis
+
+    from slipstream.call import Call
+    from slipstream.scaleout.flights import RedisFlights
+    from slipstream.stores.redis import Health, RedisCalls
+    from slipstream.stores.redis_connect import connect
+    from slipstream.types import ChatRequest, Reply
+
+    ca, cb = connect(redis_url), connect(redis_url)
+    raw = Redis.from_url(redis_url)
+    a = RedisFlights(ca, RedisCalls("a", Health()), timeout=0.00001, lease=3.0)
+    b = RedisFlights(cb, RedisCalls("b", Health()), timeout=0.5, lease=3.0)
+    body = ask("orphan")
+
+    async def upstream(call: Call) -> Reply:
+        await asyncio.sleep(0.05)
+        return Reply(body=b'{"choices": []}')
+
+    try:
+        await a(Call(ChatRequest(dict(body))), upstream)
+        for _ in range(100):  # the abandoned SET finishes, then its undo
+            if not await raw.keys("slipstream:flight:*"):
+                break
+            await asyncio.sleep(0.01)
+        assert await raw.keys("slipstream:flight:*") == []
+        started = time.monotonic()
+        await b(Call(ChatRequest(dict(body))), upstream)
+        assert time.monotonic() - started < 1.0 and b.takeovers == 0 and b.led == 1
+    finally:
+        await a.aclose()
+        await ca.aclose()
+        await cb.aclose()
+        await raw.aclose()
+
+
+async def test_a_renewal_keeps_a_silent_stream_alive_with_its_lease(redis_url: str) -> None:  # noqa: F811
+    from redis.asyncio import Redis
+
+    from slipstream.call import Call
+    from slipstream.scaleout.flights import RedisFlights
+    from slipstream.stores.redis import Health, RedisCalls
+    from slipstream.stores.redis_connect import connect
+    from slipstream.types import ChatRequest, Chunk
+
+    client = connect(redis_url)
+    raw = Redis.from_url(redis_url)
+    flights = RedisFlights(client, RedisCalls("a", Health()), timeout=0.5, lease=0.3, grace=0.1)
+    gap = asyncio.Event()
+
+    async def chunks() -> AsyncIterator[Chunk]:
+        yield Chunk({"choices": [{"index": 0, "delta": {"content": "first"}}]})
+        await gap.wait()  # a long silence: several lease periods, more than lease + grace
+        yield Chunk({"choices": [{"index": 0, "delta": {"content": " second"}}]})
+
+    async def upstream(call: Call) -> AsyncIterator[Chunk]:
+        return chunks()
+
+    try:
+        stream = await flights(Call(ChatRequest(ask("slow stream", stream=True))), upstream)
+        first = await anext(stream)
+        assert first.data["choices"][0]["delta"]["content"] == "first"
+        await asyncio.sleep(1.0)
+        streams = [k for k in await raw.keys("slipstream:flight:*") if not k.endswith(b"}")]
+        assert len(streams) == 1 and await raw.xlen(streams[0]) == 1  # the first chunk is still there
+        gap.set()
+        assert [c async for c in stream][0].data["choices"][0]["delta"]["content"] == " second"
+    finally:
+        await flights.aclose()
+        await client.aclose()
+        await raw.aclose()

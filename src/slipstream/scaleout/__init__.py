@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..limits.shared import SharedLimits
     from ..routing.router import DeploymentRuntime
     from ..stores.redis import RedisCalls
+    from ..stores.redis_connect import RedisClient
     from .breakers import SharedHealth
     from .flights import RedisFlights
 
@@ -51,9 +52,12 @@ class ScaleOut:
         if config.limits != "off":
             backend = RedisLimitBackend(client=self.client, timeout=config.timeout)
             self.limits = SharedLimits(backend, fail_closed=config.limits == "closed")
-        self.flights: RedisFlights | None = (
-            RedisFlights(self.client, self.calls, timeout=config.timeout) if config.coalescing else None
-        )
+        self.flights: RedisFlights | None = None
+        # Followers block in XREAD for up to a poll each: a pool of their own, so that many waiting followers
+        # never leave the limit scripts (0.1 s budgets) waiting for a connection.
+        self.reads: RedisClient | None = connect(config.url) if config.coalescing else None
+        if self.reads is not None:
+            self.flights = RedisFlights(self.client, self.calls, timeout=config.timeout, reader=self.reads)
         self.health: SharedHealth | None = (
             SharedHealth(self.client, self.calls, timeout=config.timeout) if config.breakers else None
         )
@@ -78,3 +82,5 @@ class ScaleOut:
             await self.limits.aclose()
         await self.calls.drain(1.0)
         await self.client.aclose()
+        if self.reads is not None:
+            await self.reads.aclose()

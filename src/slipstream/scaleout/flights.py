@@ -56,10 +56,13 @@ DEFAULT_POLL = 0.25  # seconds a follower blocks on the stream before checking t
 # Entry kinds.
 _CHUNK, _REPLY, _ERROR, _END, _ABANDONED = b"c", b"r", b"e", b"x", b"a"
 
-# KEYS: lease. ARGV: flight id, PX ms (0 = delete). Touches the lease only while it is still ours.
+# KEYS: lease [, stream]. ARGV: flight id, PX ms (0 = delete) [, the stream's PX ms]. Touches the lease only
+# while it is still ours; a renewal extends the stream too, so a long silence between chunks never lets the
+# stream expire under a live lease (a late joiner would read only its tail).
 _OWN_LEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[2]) == 0 then return redis.call('DEL', KEYS[1]) end
+if KEYS[2] then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
@@ -71,6 +74,11 @@ def flight_keys(key: str, flight_id: str) -> tuple[str, str]:
 
 class _LeaderGone(Exception):
     """The leader's lease ran out or it gave up before publishing an answer."""
+
+
+class _LeaderGoneMidStream(UpstreamConnectionError):
+    """The leader went away after part of a streamed answer: a streaming follower's caller sees an upstream
+    connection error, as with a local stream; a non-streaming follower calls upstream itself."""
 
 
 class RedisFlights:
@@ -85,8 +93,10 @@ class RedisFlights:
         lease: float = DEFAULT_LEASE,
         grace: float = DEFAULT_GRACE,
         poll: float = DEFAULT_POLL,
+        reader: RedisClient | None = None,
     ) -> None:
         self.client = client
+        self.reader = reader if reader is not None else client  # followers' blocking XREADs
         self.calls = calls
         self.timeout = timeout
         self.lease_ms = max(1, round(lease * 1000))
@@ -104,9 +114,17 @@ class RedisFlights:
         lease, _ = flight_keys(key, flight_id)
         if not self.calls.allow():
             return await next(call)
+
+        async def give_back(holder: Any) -> None:
+            """The SET landed after we stopped waiting: if it made us the leader, nobody will publish."""
+            if holder is None:
+                await self._own_lease(keys=[lease], args=[flight_id, 0])
+
         try:
             holder: Any = await self.calls.call(
-                lambda: self.client.set(lease, flight_id, nx=True, get=True, px=self.lease_ms), self.timeout
+                lambda: self.client.set(lease, flight_id, nx=True, get=True, px=self.lease_ms),
+                self.timeout,
+                on_abandon=give_back,
             )
         except (TimeoutError, RedisError, OSError):
             return await next(call)  # RedisCalls logs the outage once
@@ -187,9 +205,14 @@ class RedisFlights:
             return reply
         if call.stream:
             return _stream_from(reader, first)
+        # Nothing reaches this caller before the whole answer has: if the leader goes away part way, call
+        # upstream instead (as a follower that has sent nothing yet does), rather than fail.
         assembler = StreamAssembler()
-        async for chunk in _stream_from(reader, first):
-            assembler.feed(chunk)
+        try:
+            async for chunk in _stream_from(reader, first):
+                assembler.feed(chunk)
+        except _LeaderGoneMidStream:
+            raise _LeaderGone from None
         return Reply(assembler.reply())
 
 
@@ -203,7 +226,7 @@ async def _stream_from(reader: _Reader, first: tuple[bytes, bytes]) -> AsyncIter
         elif kind == _ERROR:
             raise _decode_error(payload)
         else:  # abandoned, or the lease ran out, after part of the answer went out
-            raise UpstreamConnectionError("the instance calling upstream for this request went away")
+            raise _LeaderGoneMidStream("the instance calling upstream for this request went away")
         try:
             kind, payload = await reader.next()
         except _LeaderGone:
@@ -226,7 +249,7 @@ class _Reader:
         while not self.buffered:
             try:
                 reply: Any = await flights.calls.call(
-                    lambda: flights.client.xread(
+                    lambda: flights.reader.xread(
                         {self.stream_key: self.last}, count=256, block=flights.poll_ms
                     ),
                     flights.poll_ms / 1000 + flights.timeout,
@@ -290,10 +313,12 @@ class _Publisher:
     def _renew(self) -> None:
         if self.final:
             return
-        self.flights._spawn(
+        flights = self.flights
+        flights._spawn(
             self._send(
-                lambda: self.flights._own_lease(
-                    keys=[self.lease], args=[self.flight_id, self.flights.lease_ms]
+                lambda: flights._own_lease(
+                    keys=[self.lease, self.stream_key],
+                    args=[self.flight_id, flights.lease_ms, flights.lease_ms + flights.grace_ms],
                 )
             )
         )
