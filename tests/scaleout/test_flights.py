@@ -218,7 +218,8 @@ async def test_a_renewal_keeps_a_silent_stream_alive_with_its_lease(redis_url: s
         streams = [k for k in await raw.keys("slipstream:flight:*") if not k.endswith(b"}")]
         assert len(streams) == 1 and await raw.xlen(streams[0]) == 1  # the first chunk is still there
         gap.set()
-        assert [c async for c in stream][0].data["choices"][0]["delta"]["content"] == " second"
+        rest = [c.data["choices"][0]["delta"]["content"] async for c in stream]
+        assert rest == [" second"]
     finally:
         await flights.aclose()
         await client.aclose()
