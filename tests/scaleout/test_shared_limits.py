@@ -210,3 +210,40 @@ async def test_a_providers_pause_is_shared(redis_url: str) -> None:  # noqa: F81
     finally:
         for s in slips:
             await s.aclose()
+
+
+async def test_waiting_for_a_turn_respects_each_requests_own_max_wait(redis_url: str) -> None:  # noqa: F811
+    # One call holds the only global slot for 2 s; a patient request waits for it at the head of this
+    # instance's queue (asking Redis in turn); one with a 0.3 s deadline behind it is refused near its deadline,
+    # not when the head finally gets its slot.
+    import time
+
+    from slipstream.limits.limiter import LimitSpec
+    from slipstream.limits.redis import RedisLimitBackend
+    from slipstream.limits.shared import SharedLimits
+
+    limits = SharedLimits(RedisLimitBackend(redis_url, timeout=0.5))
+    limiter = Limiter(LimitSpec(max_concurrent=1, max_wait=5.0), name="t", shared=limits.scope("t"))
+    started = time.monotonic()
+
+    async def hold() -> None:
+        permit = await limiter.take(0)
+        await asyncio.sleep(2.0)
+        permit.release()
+
+    async def impatient() -> float:
+        await asyncio.sleep(0.1)
+        with pytest.raises(RateLimited):
+            await limiter.take(0, max_wait=0.3)
+        return time.monotonic() - started
+
+    try:
+        holder = asyncio.ensure_future(hold())
+        await asyncio.sleep(0.05)
+        patient = asyncio.ensure_future(limiter.take(0))
+        refused_at = await impatient()
+        assert refused_at < 1.0  # 0.1 s start + 0.3 s wait (+ scheduling); it used to be ~2 s
+        (await patient).release()
+        await holder
+    finally:
+        await limits.aclose()

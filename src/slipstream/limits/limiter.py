@@ -48,6 +48,8 @@ __all__ = ["DEFAULT_MAX_WAIT", "LimitBackendUnavailable", "LimitSpec", "Limiter"
 DEFAULT_MAX_WAIT = 30.0  # seconds a request may queue before it is refused with a 429
 # With shared limits a full set of slots is polled: a slot freed by another instance sends no signal here.
 SHARED_SLOT_POLL = 0.02
+# The least time a request waits for its turn to ask Redis, whatever its own max_wait (see _take_shared).
+SHARED_TURN_GRACE = 0.25
 
 
 class LimitBackendUnavailable(Exception):
@@ -245,7 +247,19 @@ class Limiter:
         deadline = now + (self.spec.max_wait if max_wait is None else max_wait)
         if self._turn is None:
             self._turn = asyncio.Lock()
-        async with self._turn:
+        # The turn is bounded by this request's own wait (a head that waits on Redis for its max_wait must not
+        # hold the rest past theirs), but never below a grace of a few round trips: max_wait 0 means "no
+        # queueing for the limit", not "refused whenever another request is asking Redis right now".
+        try:
+            async with asyncio.timeout(max(deadline - now, SHARED_TURN_GRACE)):
+                await self._turn.acquire()
+        except TimeoutError:
+            self.refused += 1
+            scope = f" for {self.name}" if self.name else ""
+            raise RateLimited(
+                f"Rate limit reached{scope}: too many requests waiting for the shared limit", retry_after=1.0
+            ) from None
+        try:
             while True:
                 try:
                     outcome = await self._ask_shared(tokens)
@@ -267,6 +281,8 @@ class Limiter:
                         f"Rate limit reached{scope}: retry in {outcome:.1f}s", retry_after=outcome
                     )
                 await self._sleep(outcome)
+        finally:
+            self._turn.release()
         return await self._take_local(tokens, max(0.0, deadline - self._now()))
 
     async def _ask_shared(self, tokens: int) -> Permit | float:
@@ -285,7 +301,7 @@ class Limiter:
         if spec.rpm is not None or spec.tpm is not None:
             try:
                 grant = await limits.backend.try_acquire(scope, spec.rpm, spec.tpm, tokens)
-            except LimitBackendUnavailable:
+            except BaseException:  # Redis down, or the request cancelled (client gone): the slot goes back
                 if lease is not None:
                     limits.spawn(limits.backend.release_slot(scope, lease))
                 raise
