@@ -341,3 +341,20 @@ async def test_unknown_dashboard_files_and_other_methods_are_refused(client: htt
     assert_openai_error(await client.get("/dashboard/../../pyproject.toml"), 404)
     assert_openai_error(await client.get("/dashboard/secret.py"), 404)
     assert_openai_error(await client.post("/dashboard"), 405)
+
+
+async def test_clearing_a_shared_cache_that_is_down_is_a_503_not_a_stack_trace(tmp_path: Path):
+    from tests.redis_server import free_port
+
+    text = config_text(tmp_path).replace(
+        "cache:\n", f"cache:\n  redis: {{url: 'redis://127.0.0.1:{free_port()}/0', timeout: 0.05}}\n", 1
+    )
+    http, pipeline = await make_client(text)
+    try:
+        response = await http.post("/api/cache/clear", json={}, headers=ADMIN_HEADERS)
+        assert_openai_error(response, 503)
+        assert response.json()["error"]["code"] == "cache_unavailable"
+        assert "Traceback" not in response.text
+    finally:
+        await http.aclose()
+        await pipeline.aclose()

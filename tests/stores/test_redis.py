@@ -303,3 +303,24 @@ async def test_cancelled_and_timed_out_gets_leave_no_unread_reply(open_store: Op
         batch = [rng.choice(keys) for _ in range(100)]
         entries = await asyncio.gather(*(store.get(k) for k in batch))
         assert [e.value if e else None for e in entries] == [values[k] for k in batch]
+
+
+async def test_a_clear_or_delete_right_after_a_write_behind_set_removes_it_everywhere(
+    redis_url: str,  # noqa: F811
+    raw: aioredis.Redis,  # noqa: F811
+) -> None:
+    # The Redis write of a set is queued; a clear (or delete) issued before it lands must not be undone by it.
+    from slipstream.stores.memory import MemoryStore
+    from slipstream.stores.tiered import TieredStore
+
+    store = TieredStore(MemoryStore(), RedisStore(redis_url), write_behind=True)
+    try:
+        for i in range(20):
+            await store.set(f"ns:chat:{i}", b'{"x": 1}', 60)
+        assert await store.clear("ns:") >= 0
+        await store.set("ns:chat:last", b"{}", 60)
+        assert await store.delete("ns:chat:last")
+        await store.flush()
+        assert await raw.keys("slipstream:cache:*") == []
+    finally:
+        await store.aclose()

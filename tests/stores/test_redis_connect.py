@@ -106,6 +106,23 @@ def test_redact_hides_passwords_only() -> None:
     assert redact_url("unix:///tmp/r.sock?db=3") == "unix:///tmp/r.sock?db=3"
 
 
+@pytest.mark.parametrize("password", ["s3cr?et", "s3cr/et", "s3cr#et", "s3:cr@et"])
+def test_passwords_with_url_delimiters_are_read_whole_and_never_shown(password: str) -> None:
+    target = parse_redis_url(f"redis://user:{password}@h:1/2")
+    assert (target.username, target.password, target.hosts, target.db) == ("user", password, (("h", 1),), 2)
+    assert password not in redact_url(f"redis://user:{password}@h:1/2?db=2")
+    with pytest.raises(ValueError) as caught:
+        parse_redis_url(f"redis://:{password}@h:1/2?colour=red")
+    message = str(caught.value)
+    assert (
+        "unknown option 'colour'" in message
+    )  # the query was read as the query, not as part of the password
+    assert "s3" not in message and "et@" not in message and "@et" not in message
+    assert redact_url("redis://h/0?password=hunter2&socket_timeout=1") == (
+        "redis://h/0?password=***&socket_timeout=1"
+    )
+
+
 # ---------------------------------------------------------------------------------- one plain server
 
 

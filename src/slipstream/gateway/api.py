@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -42,6 +43,8 @@ from ..observe.query import Window, breakdown, cache_outcomes, costs, percentile
 from ..observe.requestlog import RequestLog
 from ..pipeline import Pipeline
 from .edge import JSON_HEADERS, EdgeResponse, not_found
+
+log = logging.getLogger("slipstream.gateway.api")
 
 __all__ = ["DEFAULT_WINDOW_MINUTES", "MAX_WINDOW_MINUTES", "MetricsApi", "dashboard_asset"]
 
@@ -214,8 +217,17 @@ class MetricsApi:
         layer = self.pipeline.cache
         if layer is None:
             raise _not_available("The response cache is off (cache.enabled: false)", "cache_disabled")
-        cleared = await layer.store.clear(f"{namespace}:" if namespace else "")
-        await layer.store.flush()
+        try:
+            cleared = await layer.store.clear(f"{namespace}:" if namespace else "")
+            await layer.store.flush()
+        except Exception as exc:  # a shared tier that is down or slow: say so, as a 503 (no stack trace)
+            log.warning("clearing the response cache failed: %s", exc)
+            unavailable = SlipstreamError(
+                f"The cache store could not be cleared ({type(exc).__name__}); try again",
+                code="cache_unavailable",
+            )
+            unavailable.status, unavailable.type = 503, "service_unavailable"
+            raise unavailable from None
         return {"cleared": cleared, "namespace": namespace}
 
     # ------------------------------------------------------------------------------------------ helpers

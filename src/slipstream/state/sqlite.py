@@ -167,8 +167,10 @@ class SqliteStateStore(StateStore):
             now = self.clock()
             result = body(conn, now)
             if now - self._last_purge >= PURGE_INTERVAL:
-                self._last_purge = now
-                conn.execute(_SQL_PURGE, (now, PURGE_CHUNK))
+                purged = conn.execute(_SQL_PURGE, (now, PURGE_CHUNK)).rowcount
+                # A full chunk means more are waiting: purge again on the next write instead of in 10 s, so a
+                # sustained stream of short-lived keys never outgrows the purge (each pass stays one chunk).
+                self._last_purge = now if purged < PURGE_CHUNK else now - PURGE_INTERVAL
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -143,6 +143,9 @@ def parse_redis_url(url: str) -> RedisTarget:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
         raise ValueError(f"unsupported Redis URL {redact_url(url)!r}: expected one of {known}")
     kind, tls = _SCHEMES[scheme]
+    # Credentials first, up to the last "@": a password holding "/", "?" or "#" must never be read as the path,
+    # the query or a fragment (nor show up in an error about them).
+    userinfo, _, rest = rest.rpartition("@")
     parts = urlsplit("//" + rest)  # the netloc may list several hosts, so ports are read by hand below
     if parts.fragment:
         raise ValueError(f"Redis URL {redact_url(url)!r} has a fragment (#...); percent-encode '#' as %23")
@@ -151,7 +154,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         raise ValueError(f"Redis URL {redact_url(url)!r} has ssl_* options but no TLS (use rediss://)")
     if kind != "sentinel" and options.keys() & _SENTINEL_OPTIONS:
         raise ValueError(f"Redis URL {redact_url(url)!r}: sentinel_* options need redis+sentinel://")
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    hostlist = parts.netloc
     username, password = _userinfo(userinfo)
     segments = [unquote(s) for s in parts.path.split("/") if s]
     if scheme == "unix":
@@ -188,24 +191,26 @@ def parse_redis_url(url: str) -> RedisTarget:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password (and a ``sentinel_password`` option) replaced by ``***``, for logs."""
+    """The URL with its password and any password-like option replaced by ``***``, for logs and errors.
+
+    The credentials are cut out before anything parses the URL: a password may hold ``/``, ``?`` or ``#``,
+    which a URL parser would take for the path, the query or the fragment and so leave in plain sight.
+    """
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    try:
-        parts = urlsplit("//" + rest)
-    except ValueError:
-        return f"{scheme}://***"
-    netloc = parts.netloc
-    userinfo, at, hostlist = netloc.rpartition("@")
+    userinfo, at, after = rest.rpartition("@")
     if at:
         user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostlist}" if colon else f"{userinfo}@{hostlist}"
-    query = "&".join(
-        f"{name}=***" if name == "sentinel_password" else f"{name}={value}"
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return f"{scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+        rest = (f"{user}:***" if colon else userinfo) + "@" + after
+    base, question, query = rest.partition("?")
+    if question:
+        query = "&".join(
+            f"{name}=***" if "password" in name.lower() else f"{name}={value}"
+            for name, value in parse_qsl(query, keep_blank_values=True)
+        )
+        base = f"{base}?{query}"
+    return f"{scheme}://{base}"
 
 
 def connect(

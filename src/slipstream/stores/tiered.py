@@ -20,6 +20,8 @@ from .memory import MemoryStore
 
 __all__ = ["TieredStore"]
 
+WRITE_SETTLE_TIMEOUT = 5.0  # seconds a delete or clear waits for queued back writes
+
 
 class TieredStore(CacheStore):
     """``front`` (memory) over ``back`` (any store)."""
@@ -52,13 +54,21 @@ class TieredStore(CacheStore):
 
     async def delete(self, key: str) -> bool:
         in_front = self.front.delete_nowait(key)
+        await self._settle_writes()
         in_back = await self.back.delete(key)
         return in_front or in_back
 
     async def clear(self, prefix: str = "") -> int:
         """The back's count: it holds every entry the front does (the front is a cache of it)."""
         self.front.clear_nowait(prefix)
+        await self._settle_writes()
         return await self.back.clear(prefix)
+
+    async def _settle_writes(self) -> None:
+        """Let queued back writes land first: one landing after a delete or clear would bring its entry back,
+        for every instance sharing the back. Bounded: a write stuck on an unreachable back is its own timeout's."""
+        if self._writes:
+            await asyncio.wait(tuple(self._writes), timeout=WRITE_SETTLE_TIMEOUT)
 
     async def stats(self) -> StoreStats:
         """The back's figures; the front's are ``await store.front.stats()``."""
