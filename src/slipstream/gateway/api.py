@@ -153,8 +153,17 @@ class MetricsApi:
             "filters": _filters(window),
             "enabled": self.pipeline.cache is not None,
             "window": outcomes,
-            "store": await self.pipeline.cache_stats(),
+            "store": await self._flushed_cache_stats(),
         }
+
+    async def _flushed_cache_stats(self) -> Document | None:
+        """The store's size once the writes queued so far have landed (waited for at most ``FLUSH_TIMEOUT``),
+        like the log's figures: an answer given before the call is counted."""
+        layer = self.pipeline.cache
+        if layer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(layer.store.flush(), FLUSH_TIMEOUT)
+        return await self.pipeline.cache_stats()
 
     async def health(self, window: Window) -> Document:
         """Live breaker state per deployment, with the requests it answered over the window (from the log)."""
