@@ -207,3 +207,34 @@ def test_the_request_rate_counts_the_last_minute_only(log: RequestLog):
     assert request_rate(log, Window(60), seconds=600) == pytest.approx(5 / 600)
     with pytest.raises(ValueError):
         timeseries(log, Window(60), buckets=0)
+
+
+def test_per_slice_percentiles_match_nearest_rank_on_random_data(log: RequestLog) -> None:
+    import random
+
+    from slipstream.observe.requestlog import percentile
+
+    rng = random.Random(7)
+    rows = [
+        (rng.choice(["alpha", "beta", "gamma"]), round(rng.lognormvariate(3, 1), 3), rng.uniform(1, 3599))
+        for _ in range(700)
+    ]
+    write(log, *(req(latency, group=group, ago=ago) for group, latency, ago in rows))
+
+    def spread(values: list[float]) -> dict[str, float | None]:
+        ordered = sorted(values)
+        return {
+            "p50": percentile(ordered, 50),
+            "p95": percentile(ordered, 95),
+            "p99": percentile(ordered, 99),
+            "max": ordered[-1],
+        }
+
+    by_model = {row["name"]: row for row in breakdown(log, Window(60), "model")}
+    for group in ("alpha", "beta", "gamma"):
+        assert by_model[group]["latency_ms"] == spread([lat for g, lat, _ in rows if g == group])
+    series = timeseries(log, Window(60), buckets=6)
+    for i, point in enumerate(series["points"]):
+        values = [lat for _, lat, ago in rows if 3600 - (i + 1) * 600 < ago <= 3600 - i * 600]
+        assert point["count"] == len(values)
+        assert point["latency_p95"] == spread(values)["p95"]

@@ -6,19 +6,19 @@ connection (``RequestLog.reader``) with the very WHERE clause ``summary()`` uses
 so a breakdown's rows add up to the summary of the same window. Like the log's own readers these block on disk:
 async callers run them with ``asyncio.to_thread``.
 
-Percentiles are exact, as in ``summary()``: SQLite returns each group's (or bucket's) values sorted and the
-nearest-rank value is taken (``requestlog.percentile``), so a p95 here is a latency that occurred. That costs
-one sorted scan of the window per statistic — fine for a dashboard refreshing every few seconds over up to a
-day of rows, and the reason these figures are computed on demand rather than kept per request.
+Percentiles are exact, as in ``summary()``: SQLite ranks each group's (or bucket's) values and returns the
+nearest-rank ones (``requestlog.window_percentiles``), so a p95 here is a latency that occurred. Counts and
+sums are GROUP BY aggregates: no row of the window is copied into Python, so a dashboard refreshing every few
+seconds over a day of rows costs sorts and scans in SQLite (GIL released), not Python objects per request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .requestlog import RequestLog, percentile
+from .requestlog import NO_PERCENTILES, RequestLog, window_percentiles
 
 __all__ = [
     "BREAKDOWN_DIMENSIONS",
@@ -68,58 +68,28 @@ class Window:
         return self.minutes * 60.0
 
 
-def _spread(sorted_values: Sequence[float]) -> dict[str, float | None]:
-    return {
-        "p50": percentile(sorted_values, 50),
-        "p95": percentile(sorted_values, 95),
-        "p99": percentile(sorted_values, 99),
-        "max": float(sorted_values[-1]) if sorted_values else None,
-    }
-
-
-# One scan serves a breakdown or a time series: each row's figures, sorted by latency so that appending rows to
-# their slice keeps every slice's latencies sorted (only the rarer TTFT values are sorted per slice afterwards).
-_TALLY_COLUMNS = (
-    f"latency_ms, ttft_ms, {_FAILED}, cache_status = 'hit', {_LOOKUP}, "
-    "prompt_tokens, completion_tokens, cost_usd, saved_usd"
+# Per slice (a column value, or a time bucket): count, failed, hits, cache lookups, tokens, cost, savings.
+_TALLY_SQL = (
+    f"SELECT {{slice}} AS s, count(*), coalesce(sum({_FAILED}), 0), coalesce(sum(cache_status = 'hit'), 0), "
+    f"coalesce(sum({_LOOKUP}), 0), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
+    "coalesce(sum(cost_usd), 0.0), coalesce(sum(saved_usd), 0.0) FROM requests WHERE {where} GROUP BY s"
 )
 
 
+@dataclass(slots=True)
 class _Tally:
-    """The figures of one slice of the window (a model, a deployment, a time bucket), added up row by row."""
+    """The figures of one slice of the window (a model, a deployment, a time bucket)."""
 
-    __slots__ = (
-        "completion",
-        "cost",
-        "count",
-        "errors",
-        "hits",
-        "latency",
-        "lookups",
-        "prompt",
-        "saved",
-        "ttft",
-    )
-
-    def __init__(self) -> None:
-        self.count = self.errors = self.hits = self.lookups = self.prompt = self.completion = 0
-        self.cost = self.saved = 0.0
-        self.latency: list[float] = []
-        self.ttft: list[float] = []
-
-    def add(self, row: Sequence[Any]) -> None:
-        latency, ttft, failed, hit, lookup, prompt, completion, cost, saved = row
-        self.count += 1
-        self.errors += failed
-        self.hits += hit
-        self.lookups += lookup
-        self.prompt += prompt
-        self.completion += completion
-        self.cost += cost
-        self.saved += saved
-        self.latency.append(latency)
-        if ttft is not None:
-            self.ttft.append(ttft)
+    count: int = 0
+    errors: int = 0
+    hits: int = 0
+    lookups: int = 0
+    prompt: int = 0
+    completion: int = 0
+    cost: float = 0.0
+    saved: float = 0.0
+    latency: dict[str, float | None] = field(default_factory=lambda: dict(NO_PERCENTILES))
+    ttft: dict[str, float | None] = field(default_factory=lambda: dict(NO_PERCENTILES))
 
     @property
     def hit_rate(self) -> float | None:
@@ -132,17 +102,18 @@ def _tally(
     """The rows matching ``where`` added up per value of ``slice_sql`` (a column, or a bucket expression)."""
     tallies: dict[Any, _Tally] = {}
     with log.reader() as conn:
-        rows = conn.execute(
-            f"SELECT {slice_sql}, {_TALLY_COLUMNS} FROM requests WHERE {where} ORDER BY latency_ms",
-            [*slice_params, *params],
-        )
-        for row in rows:
-            tally = tallies.get(row[0])
-            if tally is None:
-                tally = tallies[row[0]] = _Tally()
-            tally.add(row[1:])
-    for tally in tallies.values():
-        tally.ttft.sort()
+        for name, *figures in conn.execute(
+            _TALLY_SQL.format(slice=slice_sql, where=where), [*slice_params, *params]
+        ):
+            tallies[name] = _Tally(*figures)
+        for column in ("latency_ms", "ttft_ms"):
+            spread = window_percentiles(
+                conn, column, where, params, slice_sql=slice_sql, slice_params=slice_params
+            )
+            for name, values in spread.items():
+                tally = tallies.get(name)
+                if tally is not None:  # written between the two statements: next refresh counts it
+                    setattr(tally, "latency" if column == "latency_ms" else "ttft", values)
     return tallies
 
 
@@ -165,8 +136,8 @@ def breakdown(log: RequestLog, window: Window, by: str) -> list[dict[str, Any]]:
             "error_rate": t.errors / t.count,
             "cache_hits": t.hits,
             "hit_rate": t.hit_rate or 0.0,
-            "latency_ms": _spread(t.latency),
-            "ttft_ms": _spread(t.ttft),
+            "latency_ms": t.latency,
+            "ttft_ms": t.ttft,
             "tokens": {"prompt": t.prompt, "completion": t.completion},
             "cost_usd": t.cost,
             "saved_usd": t.saved,
@@ -186,14 +157,7 @@ def percentiles(
         for column in columns:
             if column not in TIMING_COLUMNS:
                 raise ValueError(f"unknown timing column {column!r}")
-            values = [
-                r[0]
-                for r in conn.execute(
-                    f"SELECT {column} FROM requests WHERE {where} AND {column} IS NOT NULL ORDER BY {column}",
-                    params,
-                )
-            ]
-            result[column] = _spread(values)
+            result[column] = window_percentiles(conn, column, where, params).get(0, dict(NO_PERCENTILES))
     return result
 
 
@@ -301,9 +265,9 @@ def timeseries(log: RequestLog, window: Window, buckets: int = DEFAULT_BUCKETS) 
                 "errors": t.errors,
                 "cache_hits": t.hits,
                 "hit_rate": t.hit_rate,
-                "latency_p50": percentile(t.latency, 50),
-                "latency_p95": percentile(t.latency, 95),
-                "ttft_p50": percentile(t.ttft, 50),
+                "latency_p50": t.latency["p50"],
+                "latency_p95": t.latency["p95"],
+                "ttft_p50": t.ttft["p50"],
                 "tokens": t.prompt + t.completion,
                 "cost_usd": t.cost,
             }

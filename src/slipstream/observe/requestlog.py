@@ -341,8 +341,8 @@ class RequestLog:
                     params,
                 ).fetchall()
             )
-            latency = _window_percentiles(conn, "latency_ms", where, params)
-            ttft = _window_percentiles(conn, "ttft_ms", where, params)
+            latency = window_percentiles(conn, "latency_ms", where, params).get(0, NO_PERCENTILES)
+            ttft = window_percentiles(conn, "ttft_ms", where, params).get(0, NO_PERCENTILES)
         count, failed, hits, lookups_n, coalesced, prompt, completion, cached, cost, saved, retried, fb = (
             totals
         )
@@ -434,26 +434,40 @@ def percentile(sorted_values: Sequence[float], p: float) -> float | None:
     return float(sorted_values[min(rank, n) - 1])
 
 
-# Nearest-rank p50, p95, p99 and the maximum of one column over a window, in one statement: SQLite sorts and
-# picks the four ranks (integer arithmetic: rank = ceil(p * n / 100)), so a window of a million requests costs
-# a sort in C with the GIL released, not a million Python floats. The alert evaluator runs this every interval.
+# Nearest-rank p50, p95, p99 and the maximum of one column over a window, per slice of it (a model, a time
+# bucket; one slice when ``{slice}`` is a constant), in one statement: SQLite sorts and picks the four ranks
+# (integer arithmetic: rank = ceil(p * n / 100)), so a window of a million requests costs a sort in C with the
+# GIL released, not a million Python floats. The alert evaluator and the dashboard run these every few seconds.
 _SQL_PERCENTILES = """
-SELECT max(CASE WHEN rn = max(1, (50 * n + 99) / 100) THEN v END),
+SELECT s,
+       max(CASE WHEN rn = max(1, (50 * n + 99) / 100) THEN v END),
        max(CASE WHEN rn = max(1, (95 * n + 99) / 100) THEN v END),
        max(CASE WHEN rn = max(1, (99 * n + 99) / 100) THEN v END),
        max(CASE WHEN rn = n THEN v END)
-FROM (SELECT {column} AS v, row_number() OVER (ORDER BY {column}) AS rn, count(*) OVER () AS n
-      FROM requests WHERE {where} AND {column} IS NOT NULL)
+FROM (SELECT s, v, row_number() OVER (PARTITION BY s ORDER BY v) AS rn, count(*) OVER (PARTITION BY s) AS n
+      FROM (SELECT {slice} AS s, {column} AS v FROM requests WHERE {where} AND {column} IS NOT NULL))
+GROUP BY s
 """
+NO_PERCENTILES: dict[str, float | None] = {"p50": None, "p95": None, "p99": None, "max": None}
 
 
-def _window_percentiles(
-    conn: sqlite3.Connection, column: str, where: str, params: Sequence[Any]
-) -> dict[str, Any]:
-    row = conn.execute(_SQL_PERCENTILES.format(column=column, where=where), params).fetchone()
+def window_percentiles(
+    conn: sqlite3.Connection,
+    column: str,
+    where: str,
+    params: Sequence[Any],
+    *,
+    slice_sql: str = "0",
+    slice_params: Sequence[Any] = (),
+) -> dict[Any, dict[str, float | None]]:
+    """Slice value -> p50/p95/p99/max of ``column`` (a trusted column name) over the rows matching ``where``;
+    a slice without values is absent. ``slice_sql`` is a trusted expression with ``slice_params``."""
+    sql = _SQL_PERCENTILES.format(slice=slice_sql, column=column, where=where)
     return {
-        name: None if value is None else float(value)
-        for name, value in zip(("p50", "p95", "p99", "max"), row, strict=True)
+        row[0]: {
+            name: None if v is None else float(v) for name, v in zip(NO_PERCENTILES, row[1:], strict=True)
+        }
+        for row in conn.execute(sql, [*slice_params, *params])
     }
 
 
