@@ -157,3 +157,13 @@ async def test_a_dropped_stream_is_a_connection_error(sim: Sim) -> None:
         LoadPlan(target=target, mix=mix, profile=constant(2, 5.0), mode="closed", max_requests=10)
     )
     assert run.summary.errors_by_class == {"connection": 10}
+
+
+async def test_a_run_result_repr_leaves_out_the_raw_samples(sim: Sim) -> None:
+    # asyncio formats a finished task's result with repr(): with the samples in it, that is megabytes of floats.
+    target, mix = mix_for(sim.url)
+    run = await run_load(
+        LoadPlan(target=target, mix=mix, profile=constant(2, 30.0), mode="closed", max_requests=50)
+    )
+    assert len(run.latencies) == 50
+    assert "latencies" not in repr(run) and "array(" not in repr(run)

@@ -58,3 +58,12 @@ def test_empty_runs_serialize_to_valid_json() -> None:
     text = json.dumps(s.to_dict(), allow_nan=False)  # NaN would make the file invalid JSON
     assert '"p50": null' in text
     assert s.requests_per_s == 0 and s.error_rate == 0
+
+
+def test_last_end_is_the_latest_completion_of_any_outcome() -> None:
+    rec = Recorder()
+    assert rec.last_end == 0.0
+    rec.ok(0.01, 0.5)
+    rec.error("timeout", 1.25)
+    rec.ok(0.01, 1.0)
+    assert rec.last_end == 1.25

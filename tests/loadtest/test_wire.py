@@ -184,3 +184,37 @@ async def test_something_that_is_not_http_is_a_protocol_failure() -> None:
     events, conn, _ = await exchange([[b"SSH-2.0-OpenSSH_9.0\r\n\r\n"]])
     assert events == [("failure", "protocol")]
     assert conn.closed
+
+
+async def test_a_repeated_head_is_recognised_and_a_changed_one_parsed_again() -> None:
+    # The second reply repeats the first one's head (the fast path); the third changes the status under an
+    # otherwise equal head, the fourth the length, the fifth comes in two reads: each is read for what it says.
+    other_status = JSON_200.replace(b"200 OK", b"503 Busy")
+    longer = JSON_200.replace(b"Length: 11", b"Length: 13") + b"  "
+    events, conn, server = await exchange(
+        [[JSON_200], [JSON_200], [other_status], [longer], [JSON_200[:-3], 0.05, JSON_200[-3:]], [JSON_200]]
+    )
+    assert events == [("response", s) for s in (200, 200, 503, 200, 200, 200)]
+    assert server.connections == 1 and not conn.busy
+
+
+async def test_a_repeated_head_on_a_streamed_request_still_times_the_first_chunk() -> None:
+    owner = Owner()
+    async with ScriptedServer([[JSON_200], [JSON_200]]) as server:
+        target = resolve_target(server.url)
+        conn = await open_connection(target, owner)
+        request = RequestMix(target).next()[0]
+        conn.send(request, False, 0.0)
+        first = await owner.next()
+        conn.send(request, True, 0.0)  # the same reply, but streamed: parsed, and its body's time taken
+        second = await owner.next()
+        conn.close()
+        await asyncio.sleep(0)
+    assert first[:2] == second[:2] == ("response", 200)
+    assert 0 < conn.first_byte <= second[2]
+
+
+async def test_a_negative_content_length_is_a_protocol_failure() -> None:
+    events, conn, _ = await exchange([[b"HTTP/1.1 200 OK\r\ncontent-length: -5\r\n\r\n"]])
+    assert events == [("failure", "protocol")]
+    assert conn.closed

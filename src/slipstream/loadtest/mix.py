@@ -75,8 +75,9 @@ class RequestMix:
                 {"model": model or DEFAULT_MODEL, "messages": [{"role": "user", "content": DEFAULT_PROMPT}]}
             ]
         head = _head_prefix(target, headers or {})
-        self._plain = [_request(head, body, model, stream=False) for body in bodies]
-        self._streamed = [_request(head, body, model, stream=True) for body in bodies]
+        # ``(request, streamed?)`` pairs, built once, so ``next`` allocates nothing.
+        self._plain = [(_request(head, body, model, stream=False), False) for body in bodies]
+        self._streamed = [(_request(head, body, model, stream=True), True) for body in bodies]
         self._share = stream_share
         self._index = 0
         self._count = 0
@@ -87,12 +88,11 @@ class RequestMix:
         self._index = index + 1 if index + 1 < self.size else 0
         share = self._share
         if share == 0.0:
-            return self._plain[index], False
+            return self._plain[index]
         n = self._count
         self._count = n + 1
         # Bresenham: stream this one when it carries floor(n * share) over an integer boundary.
-        stream = int((n + 1) * share) > int(n * share)
-        return (self._streamed[index] if stream else self._plain[index]), stream
+        return self._streamed[index] if int((n + 1) * share) > int(n * share) else self._plain[index]
 
 
 def _head_prefix(target: Target, headers: Mapping[str, str]) -> bytes:

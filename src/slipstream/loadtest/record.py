@@ -133,6 +133,13 @@ class Recorder:
         self._error_ends.append(end)
 
     @property
+    def last_end(self) -> float:
+        """The latest completion's ``end`` (0.0 before any): each column is appended to in time order."""
+        return max(
+            self._ok_ends[-1] if self._ok_ends else 0.0, self._error_ends[-1] if self._error_ends else 0.0
+        )
+
+    @property
     def completed(self) -> int:
         return len(self.latencies) + len(self._error_ends)
 

@@ -6,7 +6,11 @@ requests, header objects, futures and tasks. Here the request is prebuilt ``byte
 response is parsed only as far as needed — status line, ``content-length`` or chunked framing, the first body
 chunk of a stream (its time is the TTFT) — and completion is a plain method call on the owner, which may write
 the next request from inside that call. No task, future or buffer copy per request on the fast path (a whole
-response arriving in one read).
+response arriving in one read). Fastest of all, a reply whose head is byte for byte the head of the previous
+content-length reply on the connection (a fixed-reply server's: nginx's change only in ``Date``, once a second)
+and whose body arrived with it is recognised by one ``startswith`` and not parsed at all: the same head means
+the same status and framing. Against such a server that cuts the tester's user CPU per request from ~5 µs to
+~2 µs (2 cores, Python 3.11), and on a small machine every µs the tester spends is taken from the server.
 
 The owner (a driver in ``drivers.py``) implements :class:`ConnectionOwner`. A connection reports exactly one of
 ``on_response`` (a complete response, any status) or ``on_failure`` (the connection broke or the response could
@@ -35,6 +39,9 @@ _CHUNK_SIZE = 3  # expecting a chunk-size line
 _CHUNK_DATA = 4  # ``_left`` bytes of chunk payload + its CRLF to go
 _TRAILER = 5  # after the last chunk: lines until an empty one
 _UNTIL_CLOSE = 6  # no length given: the body ends when the server closes
+_FRESH = 7  # like ``_HEAD``, nothing read yet of a reply to an unstreamed request: the fast path may apply
+
+_NEVER = 1 << 62  # a ``_seen_size`` no read reaches
 
 _now = time.perf_counter
 
@@ -54,6 +61,9 @@ class HttpConnection(asyncio.Protocol):
         "_buf",
         "_keep_alive",
         "_left",
+        "_seen_head",
+        "_seen_size",
+        "_seen_status",
         "_state",
         "_status",
         "busy",
@@ -78,21 +88,28 @@ class HttpConnection(asyncio.Protocol):
         self._left = 0
         self._status = 0
         self._keep_alive = True
+        # The head of the last keep-alive reply framed by a content-length, with its status and its size (head
+        # plus body), so that a reply under the very same head (a fixed-reply server's differ only in ``Date``,
+        # once a second) arriving whole in one read is recognised by one ``startswith`` instead of being parsed.
+        self._seen_head = b""
+        self._seen_size = _NEVER
+        self._seen_status = 0
 
     # ------------------------------------------------------------------------------------------ owner's side
     def send(self, request: bytes, stream: bool, intended: float) -> None:
-        assert self.transport is not None and not self.busy
+        """Write ``request``; the connection must be open and idle (not ``busy``)."""
         self.busy = True
         self.intended = intended
         self.stream = stream
         self.first_byte = 0.0
-        self._state = _HEAD
-        self.transport.write(request)
+        self._state = _HEAD if stream else _FRESH  # a streamed reply is parsed as it comes, for its TTFT
+        self.transport.write(request)  # type: ignore[union-attr]  # connected: the owner only has open ones
 
     def abort(self) -> None:
         """Drop the connection at once (a timed-out request); the owner has already accounted for it."""
         self.busy = False
         self.closed = True
+        self._state = _IDLE
         if self.transport is not None:
             self.transport.abort()
 
@@ -125,14 +142,22 @@ class HttpConnection(asyncio.Protocol):
         return None  # close our side too; connection_lost follows
 
     def data_received(self, data: bytes) -> None:
+        state = self._state
+        if state == _FRESH and len(data) >= self._seen_size and data.startswith(self._seen_head):
+            # The fast path: the whole reply, under the same head as the last one.
+            self.busy = False
+            self._state = _IDLE
+            self.owner.on_response(self, self._seen_status, _now())
+            return
         if not self.busy:
             return  # bytes nobody asked for (after a timeout): ignore
         if self._buf:
             data = self._buf + data
             self._buf = b""
+        elif state == _FRESH:
+            state = _HEAD
         pos = 0
         end = len(data)
-        state = self._state
         while pos < end:
             if state == _HEAD:
                 stop = data.find(b"\r\n\r\n", pos)
@@ -227,10 +252,16 @@ class HttpConnection(asyncio.Protocol):
         if i >= 0:
             j = head.find(b"\r\n", i + 17)
             try:
-                self._left = int(head[i + 17 : j if j >= 0 else stop - start])  # int() skips the spaces
+                self._left = left = int(head[i + 17 : j if j >= 0 else stop - start])  # int() skips spaces
             except ValueError:
                 return -1
-            return _BODY if self._left else _IDLE
+            if left < 0:
+                return -1
+            if self._keep_alive:
+                self._seen_head = data[start : stop + 4]
+                self._seen_size = stop + 4 - start + left
+                self._seen_status = status
+            return _BODY if left > 0 else _IDLE
         self._keep_alive = False
         return _UNTIL_CLOSE
 
