@@ -2,8 +2,9 @@
 
 Three parts, each testable alone:
 
-- ``MetricSource`` reads each rule's value. Windowed metrics come from the request log's exact summary over the
-  rule's window (one summary per distinct window and filter per evaluation, run in a thread: it reads SQLite);
+- ``MetricSource`` reads each rule's value. Windowed metrics come from the request log over the rule's window
+  (``RequestLog.alert_figures``: one scan per distinct window and filter per evaluation, run in a thread; p95
+  and p99 from ~2%-wide buckets, so a busy window costs a scan, not a sort of every latency in it);
   ``breaker_open`` (deployments whose breaker is open) and ``queue_depth`` (requests waiting in limiter queues)
   are read from the live pipeline, now, and ignore the window. A value is None — "cannot judge" — when a rate
   or percentile rests on fewer than ``min_requests`` requests (hit rate: cache lookups), or the log is off.
@@ -77,6 +78,7 @@ COMPARISONS: Mapping[str, Callable[[float, float], bool]] = {
 # Read from live pipeline state at evaluation time; the others from the request log over the rule's window.
 LIVE_METRICS = ALERT_LIVE_METRICS
 LOG_METRICS = frozenset(ALERT_METRICS) - LIVE_METRICS
+LATENCY_METRICS = frozenset({"p95_latency_ms", "p99_latency_ms"})  # need the window's latency percentiles
 
 Health = Callable[[], Mapping[str, Sequence[Mapping[str, Any]]]]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -132,12 +134,16 @@ class MetricSource:
         """Each rule's current value by rule name; a failed log read gives None (logged once per streak)."""
         rules = list(rules)
         summaries: dict[tuple[float, str | None, str | None, str | None], Mapping[str, Any] | None] = {}
+        latency: set[tuple[float, str | None, str | None, str | None]] = set()
         for rule in rules:
             if rule.metric in LOG_METRICS:
-                summaries.setdefault((rule.window, rule.model, rule.key, rule.deployment), None)
+                query = (rule.window, rule.model, rule.key, rule.deployment)
+                summaries.setdefault(query, None)
+                if rule.metric in LATENCY_METRICS:
+                    latency.add(query)
         if summaries and self.request_log is not None:
             for query in summaries:
-                summaries[query] = await self._summary(self.request_log, *query)
+                summaries[query] = await self._summary(self.request_log, *query, latency=query in latency)
         values: dict[str, float | None] = {}
         for rule in rules:
             if rule.metric == "breaker_open":
@@ -150,11 +156,23 @@ class MetricSource:
         return values
 
     async def _summary(
-        self, request_log: RequestLog, window: float, model: str | None, key: str | None, dep: str | None
+        self,
+        request_log: RequestLog,
+        window: float,
+        model: str | None,
+        key: str | None,
+        dep: str | None,
+        *,
+        latency: bool,
     ) -> Mapping[str, Any] | None:
         try:
             summary = await asyncio.to_thread(
-                request_log.summary, window / 60.0, model=model, key=key, deployment=dep
+                request_log.alert_figures,
+                window / 60.0,
+                model=model,
+                key=key,
+                deployment=dep,
+                latency=latency,
             )
         except Exception as exc:  # a locked or damaged log must not stop the other rules
             if not self._failing:
