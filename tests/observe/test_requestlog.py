@@ -270,7 +270,7 @@ def test_alert_figures_agree_with_the_summary_and_bound_the_percentiles(make_log
 
     rng = random.Random(3)
     log = make_log()
-    for i in range(2000):
+    for _ in range(2000):
         failed = rng.random() < 0.1
         log.record(
             rec(
