@@ -292,3 +292,14 @@ def test_alert_figures_agree_with_the_summary_and_bound_the_percentiles(make_log
         assert exact["latency_ms"][p] <= quick["latency_ms"][p] <= exact["latency_ms"][p] * 1.021, p
     assert log.alert_figures(60, latency=False)["latency_ms"]["p95"] is None
     assert log.alert_figures(60, model="nobody")["count"] == 0
+
+
+def test_rows_are_read_in_column_order_with_the_text_columns_last():
+    from slipstream.observe import requestlog
+
+    assert requestlog._COLUMNS[-2:] == requestlog._TEXT_COLUMNS  # left off together when text is not stored
+    record = rec(12, key_name="k", coalesced=True, prompt_text="p", reply_text="r")
+    row = requestlog._row_getter(requestlog._COLUMNS)(record)
+    by_column = dict(zip(requestlog._COLUMNS, row, strict=True))
+    assert by_column["model"] == "fast" and by_column["latency_ms"] == 12.0 and by_column["coalesced"] is True
+    assert (by_column["prompt_text"], by_column["reply_text"]) == ("p", "r")

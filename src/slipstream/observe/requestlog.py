@@ -39,6 +39,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +126,7 @@ _SCHEMA = (
     "CREATE INDEX requests_ts ON requests (ts)",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
-_ROW_PLACEHOLDERS = f"({', '.join('?' * len(_COLUMNS))})"
+
 # Rows per INSERT statement. One statement per chunk, not one per row: sqlite3 releases the GIL around every
 # statement step, and with a step per row the writer thread and the event loop traded the GIL hundreds of times
 # per batch (futex wake-ups, and the loop waiting for the writer each time). 25 columns x 400 rows stays under
@@ -132,11 +134,20 @@ _ROW_PLACEHOLDERS = f"({', '.join('?' * len(_COLUMNS))})"
 INSERT_CHUNK = 400
 
 
-def _sql_insert(rows: int) -> str:
-    return f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES {', '.join([_ROW_PLACEHOLDERS] * rows)}"
+_TEXT_COLUMNS = ("prompt_text", "reply_text")  # last in _COLUMNS; left out (NULL) unless text is stored
 
 
-_SQL_INSERT_CHUNK = _sql_insert(INSERT_CHUNK)
+def _sql_insert(columns: Sequence[str], rows: int) -> str:
+    placeholders = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO requests ({', '.join(columns)}) VALUES {', '.join([placeholders] * rows)}"
+
+
+def _row_getter(columns: Sequence[str]) -> Callable[[RequestRecord], tuple[Any, ...]]:
+    """A record's values in ``columns`` order, read in C (``attrgetter``): the writer thread spends no Python
+    per column. The table's ``model`` is the record's ``group``; booleans bind as 0/1."""
+    return attrgetter(*("group" if column == "model" else column for column in columns))
+
+
 _SQL_PURGE_AGE = "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE ts < ? LIMIT ?)"
 _SQL_EVICT = "DELETE FROM requests WHERE id IN (SELECT id FROM requests ORDER BY id LIMIT ?)"
 # One row per finished tracked block; column names are OperationRecord's field names.
@@ -213,6 +224,9 @@ class RequestLog:
         self.retention_days = retention_days
         self.max_bytes = max_bytes
         self.store_text = store_text
+        self._columns = _COLUMNS if store_text else _COLUMNS[: -len(_TEXT_COLUMNS)]
+        self._row = _row_getter(self._columns)
+        self._sql_chunk = _sql_insert(self._columns, INSERT_CHUNK)
         self.batch_size = batch_size
         self.batch_interval = batch_interval
         self.maintenance_interval = maintenance_interval
@@ -432,35 +446,6 @@ class RequestLog:
         return " AND ".join(clauses), params
 
     # ------------------------------------------------------------------------------------------ writer side
-    def _row(self, rec: RequestRecord) -> tuple[Any, ...]:
-        text = self.store_text
-        return (
-            rec.ts,
-            rec.key_name,
-            rec.namespace,
-            rec.group,
-            rec.deployment,
-            rec.status,
-            rec.error,
-            rec.latency_ms,
-            rec.ttft_ms,
-            rec.upstream_ms,
-            rec.overhead_ms,
-            rec.prompt_tokens,
-            rec.completion_tokens,
-            rec.cached_tokens,
-            rec.cost_usd,
-            rec.saved_usd,
-            rec.cache_status,
-            int(rec.coalesced),
-            rec.attempts,
-            int(rec.hedged),
-            rec.fallback,
-            int(rec.stream),
-            rec.operation,
-            rec.prompt_text if text else None,
-            rec.reply_text if text else None,
-        )
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
@@ -590,9 +575,9 @@ class _Writer(threading.Thread):
 
     def _write(self, records: list[RequestRecord | OperationRecord]) -> None:
         # Rows are built before BEGIN: keep the file lock short.
-        rows = [self.owner._row(rec) for rec in records if isinstance(rec, RequestRecord)]
-        if rows and self._insert_rows(rows):
-            self.owner.written += len(rows)
+        requests = [rec for rec in records if isinstance(rec, RequestRecord)]
+        if requests and self._insert_rows(requests):
+            self.owner.written += len(requests)
         operations = [
             tuple(getattr(rec, column) for column in _OPERATION_COLUMNS)
             for rec in records
@@ -601,15 +586,15 @@ class _Writer(threading.Thread):
         if operations:
             self._insert(_SQL_INSERT_OPERATION, operations)
 
-    def _insert_rows(self, rows: list[tuple[Any, ...]]) -> bool:
-        """All of ``rows`` in one transaction, ``INSERT_CHUNK`` rows per statement."""
-        full, rest = divmod(len(rows), INSERT_CHUNK)
+    def _insert_rows(self, records: list[RequestRecord]) -> bool:
+        """All of ``records`` in one transaction, ``INSERT_CHUNK`` rows per statement."""
+        owner = self.owner
         statements: list[tuple[str, list[Any]]] = []
-        for i in range(full + (1 if rest else 0)):
-            chunk = rows[i * INSERT_CHUNK : (i + 1) * INSERT_CHUNK]
-            sql = _SQL_INSERT_CHUNK if len(chunk) == INSERT_CHUNK else _sql_insert(len(chunk))
-            statements.append((sql, [value for row in chunk for value in row]))
-        return self._attempt(lambda: self._run_statements(statements), len(rows))
+        for start in range(0, len(records), INSERT_CHUNK):
+            chunk = records[start : start + INSERT_CHUNK]
+            sql = owner._sql_chunk if len(chunk) == INSERT_CHUNK else _sql_insert(owner._columns, len(chunk))
+            statements.append((sql, list(chain.from_iterable(map(owner._row, chunk)))))
+        return self._attempt(lambda: self._run_statements(statements), len(records))
 
     def _run_statements(self, statements: list[tuple[str, list[Any]]]) -> None:
         conn = self.conn
