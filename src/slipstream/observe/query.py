@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .requestlog import NO_PERCENTILES, RequestLog, window_percentiles
+from .requestlog import NO_PERCENTILES, RequestLog, window_percentiles, window_spread
 
 __all__ = [
     "BREAKDOWN_DIMENSIONS",
@@ -157,7 +157,7 @@ def percentiles(
         for column in columns:
             if column not in TIMING_COLUMNS:
                 raise ValueError(f"unknown timing column {column!r}")
-            result[column] = window_percentiles(conn, column, where, params).get(0, dict(NO_PERCENTILES))
+            result[column] = window_spread(conn, column, where, params)
     return result
 
 

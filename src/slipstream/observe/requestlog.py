@@ -355,8 +355,8 @@ class RequestLog:
                     params,
                 ).fetchall()
             )
-            latency = window_percentiles(conn, "latency_ms", where, params).get(0, NO_PERCENTILES)
-            ttft = window_percentiles(conn, "ttft_ms", where, params).get(0, NO_PERCENTILES)
+            latency = window_spread(conn, "latency_ms", where, params)
+            ttft = window_spread(conn, "ttft_ms", where, params)
         count, failed, hits, lookups_n, coalesced, prompt, completion, cached, cost, saved, retried, fb = (
             totals
         )
@@ -494,6 +494,13 @@ def window_percentiles(
     }
 
 
+def window_spread(
+    conn: sqlite3.Connection, column: str, where: str, params: Sequence[Any]
+) -> dict[str, float | None]:
+    """``window_percentiles`` over the whole window: one p50/p95/p99/max dict (all None without values)."""
+    return window_percentiles(conn, column, where, params).get(0) or dict(NO_PERCENTILES)
+
+
 # 50 buckets per factor e: each ~2% wide. ln() is one of SQLite's math functions (3.35+, on in the usual
 # builds); without them the exact path is taken.
 _BUCKETS_PER_E = 50
@@ -509,7 +516,7 @@ def _bucketed_percentiles(
     try:
         buckets = conn.execute(_SQL_BUCKETS.format(where=where), params).fetchall()
     except sqlite3.OperationalError:  # no math functions in this SQLite: exact, and slower
-        return window_percentiles(conn, "latency_ms", where, params).get(0, dict(NO_PERCENTILES))
+        return window_spread(conn, "latency_ms", where, params)
     n = sum(c for _, c, _ in buckets)  # rows may have arrived since the count
     result = dict(NO_PERCENTILES)
     for name, p in (("p50", 50), ("p95", 95), ("p99", 99)):
