@@ -119,15 +119,27 @@ model_groups:
         base_url: http://127.0.0.1:{upstream_port}/v1
 """
     )
-    log = (workdir / "gateway.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "slipstream", "serve", "--config", str(config), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )
+    return start_serve(workdir, config, port, "gateway")
+
+
+def start_process(args: list[str], port: int, workdir: Path, name: str) -> subprocess.Popen[bytes]:
+    """Run ``args`` in ``workdir`` with its output in ``<name>.log``; return once ``port`` accepts."""
+    log = (workdir / f"{name}.log").open("wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     wait_port(port)
     return proc
+
+
+def start_serve(workdir: Path, config: Path, port: int, name: str) -> subprocess.Popen[bytes]:
+    """``slipstream serve`` with ``config`` on 127.0.0.1:``port``."""
+    serve = [sys.executable, "-m", "slipstream", "serve", "--config", str(config), "--port", str(port)]
+    return start_process(serve, port, workdir, name)
+
+
+def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    """A throwaway ``redis-server`` on 127.0.0.1:``port``: no persistence, files in ``workdir``."""
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return start_process([*args, "--dir", str(workdir)], port, workdir, "redis")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -33,14 +33,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gateway_bench import free_port, wait_port  # the sibling script's helpers
-
-
-def start(args: list[str], port: int, workdir: Path, name: str) -> subprocess.Popen[bytes]:
-    log = (workdir / f"{name}.log").open("wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    wait_port(port)
-    return proc
+from gateway_bench import free_port, start_process, start_redis, start_serve  # the sibling script's helpers
 
 
 async def drive(urls: list[str], rate: float, duration: float) -> list[tuple[float, int, int]]:
@@ -88,27 +81,8 @@ def main() -> None:
         workdir = Path(tmp)
         try:
             sim_port, redis_port = free_port(), free_port()
-            procs.append(start([*py, "sim", "--port", str(sim_port)], sim_port, workdir, "sim"))
-            procs.append(
-                start(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(redis_port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(workdir),
-                    ],
-                    redis_port,
-                    workdir,
-                    "redis",
-                )
-            )
+            procs.append(start_process([*py, "sim", "--port", str(sim_port)], sim_port, workdir, "sim"))
+            procs.append(start_redis(workdir, redis_port))
             urls = []
             for i in range(3):
                 port = free_port()
@@ -128,11 +102,7 @@ model_groups:
         limits: {{rpm: {args.rpm}, max_wait: 0}}
 """
                 )
-                procs.append(
-                    start(
-                        [*py, "serve", "--config", str(config), "--port", str(port)], port, workdir, f"g{i}"
-                    )
-                )
+                procs.append(start_serve(workdir, config, port, f"g{i}"))
                 urls.append(f"http://127.0.0.1:{port}")
             results = asyncio.run(drive(urls, args.rate, args.duration))
             upstream = httpx.get(f"http://127.0.0.1:{sim_port}/sim/stats", timeout=5).json()["requests"]

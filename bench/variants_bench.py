@@ -43,7 +43,8 @@ from gateway_bench import (  # the sibling script's helpers
     cpu_seconds,
     free_port,
     start_nginx,
-    wait_port,
+    start_redis,
+    start_serve,
     wrk,
 )
 
@@ -108,37 +109,7 @@ def start_gateway(
         base_url: http://127.0.0.1:{upstream_port}/v1
 {limits}"""
     )
-    log = (workdir / f"{name}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "slipstream", "serve", "--config", str(config), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )
-    wait_port(port)
-    return proc
-
-
-def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(port)
-    return proc
+    return start_serve(workdir, config, port, name)
 
 
 def main() -> None:
