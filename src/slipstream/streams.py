@@ -7,12 +7,12 @@ the other way round. ``replay_chunks`` turns a stored reply into the chunks of a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from .types import Chunk
+from .types import Chunk, ChunkStream
 
-__all__ = ["StreamAssembler", "replay_chunks", "replay_stream"]
+__all__ = ["StreamAssembler", "assembled_on_completion", "replay_chunks", "replay_stream"]
 
 # Size of the content pieces a replayed stream is cut into: small enough to look like a stream to clients that
 # render incrementally, large enough that a long answer stays a handful of events.
@@ -170,3 +170,22 @@ async def replay_stream(reply: dict[str, Any], *, include_usage: bool) -> AsyncI
     """``replay_chunks`` as a stream, for answers that come from somewhere other than an upstream stream."""
     for chunk in replay_chunks(reply, include_usage=include_usage):
         yield chunk
+
+
+async def assembled_on_completion(
+    stream: ChunkStream, done: Callable[[dict[str, Any]], Awaitable[None]]
+) -> AsyncIterator[Chunk]:
+    """Pass ``stream`` through unbuffered and, once it has ended cleanly and been read to the end, await
+    ``done`` with the reply its chunks add up to (what a cache stores). A consumer that stops early closes this
+    generator, which closes ``stream`` too, and ``done`` is not called; nor is it when ``stream`` raised."""
+    assembler = StreamAssembler()
+    try:
+        async for chunk in stream:
+            assembler.feed(chunk)
+            yield chunk
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if assembler.finished:
+        await done(assembler.reply())

@@ -15,7 +15,7 @@ from typing import Any
 from ..call import Call, CallResult, Handler
 from ..providers.base import Price
 from ..stores.base import CacheStore
-from ..streams import StreamAssembler, replay_stream
+from ..streams import assembled_on_completion, replay_stream
 from ..types import Chunk, ChunkStream, Reply
 from .key import cache_key
 
@@ -120,22 +120,12 @@ class CacheLayer:
             return result
         return self._record(result, key, ttl)
 
-    async def _record(self, stream: ChunkStream, key: str, ttl: float) -> AsyncIterator[Chunk]:
-        assembler = StreamAssembler()
-        try:
-            async for chunk in stream:
-                assembler.feed(chunk)
-                yield chunk
-        finally:
-            # A consumer that stopped early closes this generator; close the upstream too.
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        # Reached only when the upstream ended without raising and the consumer read to the end.
-        if assembler.finished:
-            reply = assembler.reply()
+    def _record(self, stream: ChunkStream, key: str, ttl: float) -> AsyncIterator[Chunk]:
+        async def store(reply: dict[str, Any]) -> None:
             if _cacheable(reply, "chat"):
                 await self._store(key, Reply(reply).body, ttl)
+
+        return assembled_on_completion(stream, store)
 
     async def _store(self, key: str, body: bytes, ttl: float) -> None:
         try:

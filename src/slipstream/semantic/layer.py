@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from ..cache.layer import _cacheable, _looks_whole
 from ..call import Call, CallResult, Handler
 from ..stores.base import CacheStore
-from ..streams import StreamAssembler, replay_stream
+from ..streams import assembled_on_completion, replay_stream
 from ..types import Chunk, ChunkStream, Reply
 from .embedder import Embedder
 from .guards import TextProfile
@@ -204,18 +204,12 @@ class SemanticLayer:
             return replay_stream(reply.data, include_usage=call.request.include_usage)  # type: ignore[union-attr]
         return reply
 
-    async def _watch(self, stream: ChunkStream, index: SemanticIndex, entry: Entry) -> AsyncIterator[Chunk]:
-        assembler = StreamAssembler()
-        try:
-            async for chunk in stream:
-                assembler.feed(chunk)
-                yield chunk
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if assembler.finished and _cacheable(assembler.reply(), "chat"):
-            self._add(index, entry)
+    def _watch(self, stream: ChunkStream, index: SemanticIndex, entry: Entry) -> AsyncIterator[Chunk]:
+        async def add(reply: dict[str, Any]) -> None:
+            if _cacheable(reply, "chat"):
+                self._add(index, entry)
+
+        return assembled_on_completion(stream, add)
 
     def _add(self, index: SemanticIndex, entry: Entry) -> None:
         index.add(entry)
