@@ -68,6 +68,10 @@ _SCHEMA = (
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+_SQL_IDENTITY = (
+    "SELECT (SELECT application_id FROM pragma_application_id()), (SELECT user_version FROM pragma_user_version()), "
+    "(SELECT count(*) FROM sqlite_master)"
+)
 _SQL_GET = "SELECT value, version, expires_at FROM state WHERE namespace = ? AND key = ?"
 _SQL_VERSION = "SELECT version, expires_at FROM state WHERE namespace = ? AND key = ?"
 _SQL_PUT = (
@@ -232,9 +236,9 @@ def _open(path: Path) -> sqlite3.Connection:
 
 def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
     try:
-        app = conn.execute("PRAGMA application_id").fetchall()[0][0]
-        version = conn.execute("PRAGMA user_version").fetchall()[0][0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchall()[0][0]
+        # One statement, so one snapshot: read one by one, a file another process was creating could show its
+        # tables but not yet its application id, and be taken for somebody else's database.
+        app, version, tables = conn.execute(_SQL_IDENTITY).fetchall()[0]
     except sqlite3.DatabaseError as exc:
         raise StateError(f"{path} is not a usable SQLite database ({exc}); it was left as it is") from None
     if app == 0 and version == 0 and tables == 0:
