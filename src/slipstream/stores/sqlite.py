@@ -546,10 +546,16 @@ def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     return conn
 
 
+_SQL_IDENTITY = (
+    "SELECT (SELECT user_version FROM pragma_user_version()), (SELECT count(*) FROM sqlite_master)"
+)
+
+
 def _check_schema(conn: sqlite3.Connection) -> None:
     """Raise if the file is not a database (the first read of it fails) or holds something other than ours."""
-    version = conn.execute("PRAGMA user_version").fetchall()[0][0]
-    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchall()[0][0]
+    # One statement, so one snapshot: read apart, a file another process was creating could show its tables
+    # but not yet its version, and be taken for a foreign database (and moved aside).
+    version, tables = conn.execute(_SQL_IDENTITY).fetchall()[0]
     if version == 0 and tables:
         raise _IncompatibleFile("a SQLite database with an unknown schema")
     if version not in (0, SCHEMA_VERSION):
