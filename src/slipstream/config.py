@@ -12,7 +12,7 @@ The schema (every key optional; ``examples/slipstream.yaml`` shows all of them):
                                                        many instances as one: shared cache tier, global limits
                                                        (limits: open | closed | off — what to do when Redis is
                                                        down), cross-instance coalescing, shared breaker state
-    observe:      metrics, request_log: {enabled, path, retention_days, max_bytes, store_text}
+    observe:      metrics, request_log: {enabled, path, retention_days, max_bytes, store_text, writer}
     alerts:       interval, channels: {NAME: {type: log | webhook | email, ...}},
                   rules: [{name, metric, window, op, threshold, cooldown, severity, channels,
                            model, key, deployment, min_requests}]     evaluated by observe/alerts.py
@@ -224,8 +224,12 @@ class ObserveConfig:
     retention_days: float = 30.0
     request_log_max_bytes: int = 512 * 1024 * 1024
     store_text: bool = False  # prompt and reply text are kept only when this is on
+    # "process": the SQLite inserts run in a child process, off the recording process's GIL; "thread": in a
+    # thread of the recording process (no extra process; the inserts share its GIL).
+    request_log_writer: str = "process"
 
 
+REQUEST_LOG_WRITERS = ("process", "thread")
 STATE_BACKENDS = ("sqlite", "redis")
 STATE_ON_REDIS_ERROR = ("fail", "local")
 
@@ -646,9 +650,13 @@ class _Reader:
         log = self.mapping(
             d.get("request_log"),
             "observe.request_log",
-            {"enabled", "path", "retention_days", "max_bytes", "store_text"},
+            {"enabled", "path", "retention_days", "max_bytes", "store_text", "writer"},
         )
         lp, default = "observe.request_log", ObserveConfig()
+        writer = self.get(log, "writer", lp, _str, default.request_log_writer)
+        if writer not in REQUEST_LOG_WRITERS:
+            self.problem(f"{lp}.writer", f"expected one of {', '.join(REQUEST_LOG_WRITERS)}, got {writer!r}")
+            writer = default.request_log_writer
         return ObserveConfig(
             metrics=self.get(d, "metrics", "observe", _bool, True),
             request_log=self.get(log, "enabled", lp, _bool, True),
@@ -656,6 +664,7 @@ class _Reader:
             retention_days=self.get(log, "retention_days", lp, _float, default.retention_days),
             request_log_max_bytes=self.get(log, "max_bytes", lp, _int, default.request_log_max_bytes),
             store_text=self.get(log, "store_text", lp, _bool, False),
+            request_log_writer=writer,
         )
 
     def alerts(self, value: Any, observe: ObserveConfig) -> AlertsConfig:

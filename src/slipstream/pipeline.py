@@ -332,6 +332,7 @@ def build_observer(pipeline: Pipeline) -> Observer | None:
             retention_days=settings.retention_days,
             max_bytes=settings.request_log_max_bytes,
             store_text=settings.store_text,
+            writer=settings.request_log_writer,
         )
     return Observer(metrics, log, price_of=pipeline._price_of, store_text=settings.store_text)
 

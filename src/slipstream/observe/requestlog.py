@@ -1,12 +1,15 @@
 """The request log: one row per request in a SQLite file, written off the request path.
 
-``record()`` is a ``put_nowait`` on a bounded queue (about a microsecond). ONE writer thread with its own
-connection drains the queue in batches — up to ``batch_size`` records, or whatever arrived within
-``batch_interval`` of the first one — and inserts each batch in one transaction. A full queue (a stalled disk,
-another process holding the write lock) drops the record and counts it in ``dropped``: a request never waits
-for its own log line. A batch the writer cannot commit after a few attempts is counted in ``failed``.
+``record()`` appends to a bounded queue (well under a microsecond). ONE writer thread drains the queue every
+``batch_interval`` and hands the batch to the sink (``observe/logsink.py``), which inserts it in one
+transaction. By default (``writer="process"``) the sink runs in a child process and the thread only reads the
+records' values and sends them over a pipe: the inserts then take none of the recording process's GIL, which
+an event loop serving thousands of requests a second needs whole. ``writer="thread"`` inserts from the thread
+itself (no child process; the SQLite work shares the GIL). A full queue (a stalled disk, another process
+holding the write lock) drops the record and counts it in ``dropped``: a request never waits for its own log
+line. A batch that cannot be committed after a few attempts is counted in ``failed``.
 
-Retention runs in the writer, in short transactions: rows older than ``retention_days`` are deleted every
+Retention runs in the sink, in short transactions: rows older than ``retention_days`` are deleted every
 ``maintenance_interval`` seconds, and after every batch the database's used size (pages in use, read from two
 O(1) pragmas) is checked against ``max_bytes`` and the oldest rows are deleted down to 90% of it. Freed pages
 are reused, so the file stops growing near ``max_bytes`` (plus the WAL, which SQLite checkpoints at ~4 MB).
@@ -39,11 +42,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from itertools import chain
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from .logchild import ChildSink
+from .logsink import COLUMNS, OPERATION_COLUMNS, TEXT_COLUMNS, LogSink
 from .record import OperationRecord, RequestRecord
 
 __all__ = ["DEFAULT_MAX_BYTES", "RequestLog", "percentile"]
@@ -56,144 +60,31 @@ DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_BATCH_INTERVAL = 1.0  # seconds
 DEFAULT_MAINTENANCE_INTERVAL = 60.0  # seconds between age purges
-SCHEMA_VERSION = 1
-WRITE_BUSY_TIMEOUT_MS = 5000
-WRITE_ATTEMPTS = 3
 READ_BUSY_TIMEOUT_MS = 1000
-# One delete statement removes at most this many rows, so another process's writer never waits long.
-DELETE_CHUNK = 5000
-EVICT_TO_FRACTION = 0.9
+WRITERS = ("process", "thread")
 
-# Column order of the table and of the insert; RequestRecord field names except where noted.
-_COLUMNS = (
-    "ts",
-    "key_name",
-    "namespace",
-    "model",  # RequestRecord.group
-    "deployment",
-    "status",
-    "error",
-    "latency_ms",
-    "ttft_ms",
-    "upstream_ms",
-    "overhead_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cost_usd",
-    "saved_usd",
-    "cache_status",
-    "coalesced",
-    "attempts",
-    "hedged",
-    "fallback",
-    "stream",
-    "operation",
-    "prompt_text",
-    "reply_text",
-)
-_SCHEMA = (
-    """CREATE TABLE requests (
-        id INTEGER PRIMARY KEY,
-        ts REAL NOT NULL,
-        key_name TEXT,
-        namespace TEXT NOT NULL,
-        model TEXT NOT NULL,
-        deployment TEXT,
-        status INTEGER NOT NULL,
-        error TEXT,
-        latency_ms REAL NOT NULL,
-        ttft_ms REAL,
-        upstream_ms REAL,
-        overhead_ms REAL,
-        prompt_tokens INTEGER NOT NULL,
-        completion_tokens INTEGER NOT NULL,
-        cached_tokens INTEGER NOT NULL,
-        cost_usd REAL NOT NULL,
-        saved_usd REAL NOT NULL,
-        cache_status TEXT NOT NULL,
-        coalesced INTEGER NOT NULL,
-        attempts INTEGER NOT NULL,
-        hedged INTEGER NOT NULL,
-        fallback TEXT,
-        stream INTEGER NOT NULL,
-        operation TEXT,
-        prompt_text TEXT,
-        reply_text TEXT
-    )""",
-    # One index: every query is a time window first (filters by model/key/deployment scan inside it); each
-    # extra index costs every insert on the writer thread.
-    "CREATE INDEX requests_ts ON requests (ts)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
-
-# Rows per INSERT statement. One statement per chunk, not one per row: sqlite3 releases the GIL around every
-# statement step, and with a step per row the writer thread and the event loop traded the GIL hundreds of times
-# per batch (futex wake-ups, and the loop waiting for the writer each time). 25 columns x 400 rows stays under
-# SQLite's 32,766 bound parameters.
-INSERT_CHUNK = 400
-
-
-_TEXT_COLUMNS = ("prompt_text", "reply_text")  # last in _COLUMNS; left out (NULL) unless text is stored
-
-
-def _sql_insert(columns: Sequence[str], rows: int) -> str:
-    placeholders = f"({', '.join('?' * len(columns))})"
-    return f"INSERT INTO requests ({', '.join(columns)}) VALUES {', '.join([placeholders] * rows)}"
+_COLUMNS = COLUMNS
+_TEXT_COLUMNS = TEXT_COLUMNS
 
 
 def _row_getter(columns: Sequence[str]) -> Callable[[RequestRecord], tuple[Any, ...]]:
-    """A record's values in ``columns`` order, read in C (``attrgetter``): the writer thread spends no Python
-    per column. The table's ``model`` is the record's ``group``; booleans bind as 0/1."""
+    """A record's values in ``columns`` order, read in C (``attrgetter``): no Python per column. The table's
+    ``model`` is the record's ``group``; booleans bind as 0/1."""
     return attrgetter(*("group" if column == "model" else column for column in columns))
 
 
-_SQL_PURGE_AGE = "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE ts < ? LIMIT ?)"
-_SQL_EVICT = "DELETE FROM requests WHERE id IN (SELECT id FROM requests ORDER BY id LIMIT ?)"
-# One row per finished tracked block; column names are OperationRecord's field names.
-_OPERATION_COLUMNS = (
-    "ts",
-    "operation",
-    "parent",
-    "duration_ms",
-    "calls",
-    "hits",
-    "errors",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "saved_usd",
-    "error",
-)
-_SCHEMA_OPERATIONS = (
-    """CREATE TABLE IF NOT EXISTS operations (
-        id INTEGER PRIMARY KEY,
-        ts REAL NOT NULL,
-        operation TEXT NOT NULL,
-        parent TEXT,
-        duration_ms REAL NOT NULL,
-        calls INTEGER NOT NULL,
-        hits INTEGER NOT NULL,
-        errors INTEGER NOT NULL,
-        prompt_tokens INTEGER NOT NULL,
-        completion_tokens INTEGER NOT NULL,
-        cost_usd REAL NOT NULL,
-        saved_usd REAL NOT NULL,
-        error TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS operations_ts ON operations (ts)",
-)
-_SQL_INSERT_OPERATION = (
-    f"INSERT INTO operations ({', '.join(_OPERATION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_OPERATION_COLUMNS))})"
-)
-_SQL_PURGE_OPERATIONS = "DELETE FROM operations WHERE ts < ?"
-# After eviction by size: no block older than the oldest request kept (nothing when no request is left).
-_SQL_TRIM_OPERATIONS = "DELETE FROM operations WHERE ts < (SELECT min(ts) FROM requests)"
-_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
-_CORRUPTION_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_operation_row = attrgetter(*OPERATION_COLUMNS)
 # Cache statuses that consulted the cache (the hit-rate denominator); bypass and off did not.
 _LOOKUPS = ("hit", "miss", "refresh")
+
+
+class _Sink(Protocol):
+    """Where the writer thread's batches go: ``LogSink`` itself, or ``ChildSink`` (the same, in a child)."""
+
+    def write(self, rows: Sequence[Sequence[Any]], operations: Sequence[Sequence[Any]] = ()) -> None: ...
+    def maintain(self, cutoff: float | None, max_bytes: int) -> None: ...
+    def counts(self) -> tuple[int, int, int, int]: ...
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -219,42 +110,67 @@ class RequestLog:
         batch_interval: float = DEFAULT_BATCH_INTERVAL,
         maintenance_interval: float = DEFAULT_MAINTENANCE_INTERVAL,
         clock: Callable[[], float] = time.time,
+        writer: str = "process",
     ) -> None:
+        if writer not in WRITERS:
+            raise ValueError(f"writer must be one of {', '.join(WRITERS)}, not {writer!r}")
         self.path = Path(path)
         self.retention_days = retention_days
         self.max_bytes = max_bytes
         self.store_text = store_text
         self._columns = _COLUMNS if store_text else _COLUMNS[: -len(_TEXT_COLUMNS)]
         self._row = _row_getter(self._columns)
-        self._sql_chunk = _sql_insert(self._columns, INSERT_CHUNK)
         self.batch_size = batch_size
         self.batch_interval = batch_interval
         self.maintenance_interval = maintenance_interval
         self.clock = clock
         self.dropped = 0  # records refused because the queue was full (or the log closed)
-        self.failed = 0  # records lost because their batch could not be committed
-        self.written = 0
-        self.purged = 0  # rows deleted by age
-        self.evicted = 0  # rows deleted by size
+        # The sink's totals (written, failed, purged, evicted), copied by the writer thread after each call.
+        self._counts = (0, 0, 0, 0)
         # Records go into a plain deque (append is atomic under the GIL and wakes nobody); the writer drains it
         # every ``batch_interval``. A queue.Queue here woke the writer thread on every record: a GIL hand-off
         # and a futex per request, measured at ~18 us of CPU per cache hit and far more per miss.
         self.queue_size = queue_size
-        self._pending: deque[RequestRecord | OperationRecord] = deque()
+        self._pending: deque[tuple[Any, ...] | OperationRecord] = deque()
         self._controls: queue.SimpleQueue[_Control] = queue.SimpleQueue()
         self._wake = threading.Event()  # set only by control requests (flush, maintain, stop)
         self._closed = False
-        conn = _open(self.path)
-        self._writer = _Writer(self, conn)
+        self.writer = writer
+        sink: _Sink = (ChildSink if writer == "process" else LogSink)(self.path, self._columns)
+        self._writer = _Writer(self, sink)
         self._writer.start()
+
+    @property
+    def written(self) -> int:
+        return self._counts[0]
+
+    @property
+    def failed(self) -> int:
+        """Records lost because their batch could not be committed."""
+        return self._counts[1]
+
+    @property
+    def purged(self) -> int:
+        """Rows deleted by age."""
+        return self._counts[2]
+
+    @property
+    def evicted(self) -> int:
+        """Rows deleted by size."""
+        return self._counts[3]
 
     # ------------------------------------------------------------------------------------------ recording
     def record(self, rec: RequestRecord) -> None:
-        """Queue one record; never blocks. A full queue drops it (counted in ``dropped``)."""
+        """Queue one record; never blocks. A full queue drops it (counted in ``dropped``).
+
+        What is queued is the record's row: a tuple of plain values, read in C. The garbage collector stops
+        tracking such a tuple the first time it sees it, so the second of rows waiting for the writer never
+        reaches the old generation, where every object makes each full collection longer (see
+        ``gateway/gctune.py``); the records themselves are freed as soon as the request's sinks are done."""
         if self._closed or len(self._pending) >= self.queue_size:
             self.dropped += 1
             return
-        self._pending.append(rec)
+        self._pending.append(self._row(rec))
 
     def record_operation(self, rec: OperationRecord) -> None:
         """Queue one finished tracked block, like ``record``; it is written to the ``operations`` table."""
@@ -531,13 +447,13 @@ def _bucketed_percentiles(
 
 
 class _Writer(threading.Thread):
-    """Drains the log's queue into batched transactions on its own connection."""
+    """Drains the log's queue into batches for its sink (``LogSink`` here, or the writer process)."""
 
-    def __init__(self, owner: RequestLog, conn: sqlite3.Connection) -> None:
+    def __init__(self, owner: RequestLog, sink: _Sink) -> None:
         # Daemon: a log that is never closed must not hang interpreter exit (its queued records are lost).
         super().__init__(name=f"slipstream-requestlog:{owner.path.name}", daemon=True)
         self.owner = owner
-        self.conn = conn
+        self.sink = sink
         self.last_purge = time.monotonic()
 
     def run(self) -> None:
@@ -560,11 +476,14 @@ class _Writer(threading.Thread):
                     else:
                         _resolve(control.done)
         finally:
-            self.conn.close()
-            if stop is not None:
-                _resolve(stop.done)
+            try:
+                self.sink.close()
+            finally:
+                owner._counts = self.sink.counts()
+                if stop is not None:
+                    _resolve(stop.done)
 
-    def _collect(self) -> tuple[list[RequestRecord | OperationRecord], list[_Control]]:
+    def _collect(self) -> tuple[list[tuple[Any, ...] | OperationRecord], list[_Control]]:
         """The next batch: everything recorded by the end of a ``batch_interval`` nap (cut short by a control
         request, which is then answered after the records queued before it are written)."""
         owner = self.owner
@@ -580,111 +499,29 @@ class _Writer(threading.Thread):
         records = [pending.popleft() for _ in range(len(pending))]
         return records, controls
 
-    def _write(self, records: list[RequestRecord | OperationRecord]) -> None:
-        # Rows are built before BEGIN: keep the file lock short.
-        requests = [rec for rec in records if isinstance(rec, RequestRecord)]
-        if requests and self._insert_rows(requests):
-            self.owner.written += len(requests)
-        operations = [
-            tuple(getattr(rec, column) for column in _OPERATION_COLUMNS)
-            for rec in records
-            if isinstance(rec, OperationRecord)
-        ]
-        if operations:
-            self._insert(_SQL_INSERT_OPERATION, operations)
-
-    def _insert_rows(self, records: list[RequestRecord]) -> bool:
-        """All of ``records`` in one transaction, ``INSERT_CHUNK`` rows per statement."""
-        owner = self.owner
-        statements: list[tuple[str, list[Any]]] = []
-        for start in range(0, len(records), INSERT_CHUNK):
-            chunk = records[start : start + INSERT_CHUNK]
-            sql = owner._sql_chunk if len(chunk) == INSERT_CHUNK else _sql_insert(owner._columns, len(chunk))
-            statements.append((sql, list(chain.from_iterable(map(owner._row, chunk)))))
-        return self._attempt(lambda: self._run_statements(statements), len(records))
-
-    def _run_statements(self, statements: list[tuple[str, list[Any]]]) -> None:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+    def _write(self, records: list[tuple[Any, ...] | OperationRecord]) -> None:
+        rows = [rec for rec in records if type(rec) is tuple]
+        operations = [_operation_row(rec) for rec in records if type(rec) is OperationRecord]
         try:
-            for sql, params in statements:
-                conn.execute(sql, params)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _insert(self, sql: str, rows: list[tuple[Any, ...]]) -> bool:
-        return self._attempt(lambda: self._transaction(sql, rows, many=True), len(rows))
-
-    def _attempt(self, write: Callable[[], object], count: int) -> bool:
-        """Run ``write`` (one transaction of ``count`` records), again while the file is busy."""
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                write()
-            except Exception as exc:  # never let the thread die: the log is best-effort
-                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY_CODES
-                if busy and attempt < WRITE_ATTEMPTS:
-                    continue
-                self.owner.failed += count
-                log.warning("request log: writing %d records to %s failed: %s", count, self.owner.path, exc)
-                return False
-            return True
-        return False
+            self.sink.write(rows, operations)
+        except Exception as exc:  # never let the thread die: the log is best-effort
+            log.warning(
+                "request log: writing %d records to %s failed: %s", len(records), self.owner.path, exc
+            )
+        self.owner._counts = self.sink.counts()
 
     def _maintain(self, *, purge_age: bool) -> None:
         """Delete rows past retention (when ``purge_age``) and the oldest rows while over ``max_bytes``."""
         owner = self.owner
+        cutoff = None
+        if purge_age:
+            self.last_purge = time.monotonic()
+            cutoff = owner.clock() - owner.retention_days * 86400.0
         try:
-            if purge_age:
-                self.last_purge = time.monotonic()
-                cutoff = owner.clock() - owner.retention_days * 86400.0
-                while True:
-                    n = self._transaction(_SQL_PURGE_AGE, (cutoff, DELETE_CHUNK))
-                    owner.purged += n
-                    if n < DELETE_CHUNK:
-                        break
-                self._transaction(_SQL_PURGE_OPERATIONS, (cutoff,))
-            used = _used_bytes(self.conn)
-            if used <= owner.max_bytes:
-                return
-            target = owner.max_bytes * EVICT_TO_FRACTION
-            while used > target:
-                count = self.conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-                if count == 0:
-                    break
-                # The oldest rows, at the average row's share of the used size, to get under the target.
-                n = min(DELETE_CHUNK, max(1, math.ceil(count * (used - target) / used)))
-                deleted = self._transaction(_SQL_EVICT, (n,))
-                owner.evicted += deleted
-                if deleted == 0:
-                    break
-                used = _used_bytes(self.conn)
-            self._transaction(_SQL_TRIM_OPERATIONS, ())
+            self.sink.maintain(cutoff, owner.max_bytes)
         except Exception as exc:
             log.warning("request log: retention pass on %s failed: %s", owner.path, exc)
-
-    def _transaction(self, sql: str, params: Any, *, many: bool = False) -> int:
-        """Run one statement in its own write transaction; returns the rows it changed."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = (conn.executemany if many else conn.execute)(sql, params).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
-
-
-def _used_bytes(conn: sqlite3.Connection) -> int:
-    """Bytes in pages that hold data (free pages excluded: they are reused before the file grows)."""
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    size = conn.execute("PRAGMA page_size").fetchone()[0]
-    return int((pages - free) * size)
+        owner._counts = self.sink.counts()
 
 
 def _resolve(future: Future[None]) -> None:
@@ -692,58 +529,6 @@ def _resolve(future: Future[None]) -> None:
         future.set_result(None)
     except InvalidStateError:  # the awaiting task was cancelled
         pass
-
-
-# ---------------------------------------------------------------------------------------------- opening
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    """The writer's connection to a ready database; a damaged or foreign file is moved aside first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return _connect_writer(path)
-    except sqlite3.DatabaseError as exc:
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        if code not in _CORRUPTION_CODES and "schema" not in str(exc):
-            raise
-        aside = Path(f"{path}.corrupt-{int(time.time())}")
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-            except FileNotFoundError:
-                pass
-        log.warning("request log %s is unusable (%s): moved it to %s, starting afresh", path, exc, aside)
-    return _connect_writer(path)
-
-
-def _connect_writer(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: the writer issues its own BEGIN IMMEDIATE. check_same_thread=False: the connection
-    # is opened here and used by the writer thread only.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {WRITE_BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if version == 0 and tables == 0:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-            elif version != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"unknown schema (user_version {version})")
-            for statement in _SCHEMA_OPERATIONS:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 class _reader:
