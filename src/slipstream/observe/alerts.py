@@ -3,8 +3,9 @@
 Three parts, each testable alone:
 
 - ``MetricSource`` reads each rule's value. Windowed metrics come from the request log over the rule's window
-  (``RequestLog.alert_figures``: one scan per distinct window and filter per evaluation, run in a thread; p95
-  and p99 from ~2%-wide buckets, so a busy window costs a scan, not a sort of every latency in it);
+  (``alertwindow.AlertWindow``: each evaluation reads only the rows added since the last one, grouped by
+  SQLite into per-slot totals kept in memory, so a busy window costs its new rows, not a scan of all of it;
+  p95 and p99 from ~2%-wide latency buckets);
   ``breaker_open`` (deployments whose breaker is open) and ``queue_depth`` (requests waiting in limiter queues)
   are read from the live pipeline, now, and ignore the window. A value is None — "cannot judge" — when a rate
   or percentile rests on fewer than ``min_requests`` requests (hit rate: cache lookups), or the log is off.
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ALERT_LIVE_METRICS, ALERT_METRICS, AlertRule, AlertsConfig
 from ..limits.layer import KeyLimitLayer
+from .alertwindow import AlertWindow
 from .notify import Delivery, Notification, Notifier, build_channel
 from .requestlog import RequestLog
 
@@ -115,6 +117,7 @@ class MetricSource:
         self.health = health  # Pipeline.health(): group -> deployments' breaker and limiter snapshots
         self.key_waiting = key_waiting  # key name -> requests waiting in that key's limiter
         self._failing = False
+        self._window = AlertWindow(request_log.clock if request_log is not None else time.time)
 
     @classmethod
     def for_pipeline(cls, pipeline: Pipeline) -> MetricSource:
@@ -141,9 +144,12 @@ class MetricSource:
                 summaries.setdefault(query, None)
                 if rule.metric in LATENCY_METRICS:
                     latency.add(query)
-        if summaries and self.request_log is not None:
+        if summaries and self.request_log is not None and await self._refresh(self.request_log, summaries):
             for query in summaries:
-                summaries[query] = await self._summary(self.request_log, *query, latency=query in latency)
+                window, model, key, dep = query
+                summaries[query] = self._window.figures(
+                    window, model=model, key=key, deployment=dep, latency=query in latency
+                )
         values: dict[str, float | None] = {}
         for rule in rules:
             if rule.metric == "breaker_open":
@@ -155,32 +161,18 @@ class MetricSource:
                 values[rule.name] = None if summary is None else value_from_summary(rule, summary)
         return values
 
-    async def _summary(
-        self,
-        request_log: RequestLog,
-        window: float,
-        model: str | None,
-        key: str | None,
-        dep: str | None,
-        *,
-        latency: bool,
-    ) -> Mapping[str, Any] | None:
+    async def _refresh(self, request_log: RequestLog, queries: Iterable[tuple[float, Any, Any, Any]]) -> bool:
+        """Bring the window's slots up to date with the log; False (logged once per streak) when it fails."""
+        longest = max(window for window, *_ in queries)
         try:
-            summary = await asyncio.to_thread(
-                request_log.alert_figures,
-                window / 60.0,
-                model=model,
-                key=key,
-                deployment=dep,
-                latency=latency,
-            )
+            await asyncio.to_thread(self._window.refresh, request_log, longest)
         except Exception as exc:  # a locked or damaged log must not stop the other rules
             if not self._failing:
                 self._failing = True
                 log.warning("alerts: reading the request log failed (logged once until it works): %s", exc)
-            return None
+            return False
         self._failing = False
-        return summary
+        return True
 
     def _deployments(self, rule: AlertRule) -> Iterable[Mapping[str, Any]]:
         for group, deployments in self.health().items():
