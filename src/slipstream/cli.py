@@ -78,6 +78,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, log_level
     import uvicorn
 
     from .gateway.app import GatewayApp
+    from .gateway.gctune import tune_gc
     from .pipeline import Pipeline
 
     config = _load(config_path)
@@ -116,6 +117,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, log_level
     server = uvicorn.Server(uvicorn.Config(app, **settings))
     _echo_banner(config, host, port)
     sys.stdout.flush()
+    tune_gc()
     server.run()
 
 

@@ -226,5 +226,8 @@ def _too_large(limit: int) -> RequestTooLarge:
 def create_app() -> GatewayApp:
     """The app for one worker of ``slipstream serve --workers N``: the config from ``$SLIPSTREAM_CONFIG``."""
     from ..config import load_config
+    from .gctune import tune_gc
 
-    return GatewayApp(Pipeline(load_config()))
+    app = GatewayApp(Pipeline(load_config()))
+    tune_gc()  # create_app runs only in a worker process of `slipstream serve`
+    return app
