@@ -1,0 +1,179 @@
+"""What observability costs the miss path: the foundation miss-path benchmark with it off and with everything on.
+
+    python bench/overhead_bench.py [--duration 3] [--rounds 21] [--out bench/results/overhead.md]
+
+Issue #4's target: with metrics, the request log and alert rules on, the saturated miss path keeps at least 90%
+of its throughput with observability off. Setup as `gateway_bench.py` (nginx fixed-reply upstream, wrk -t1 at
+16 connections, unique prompts so every request is a miss, everything on 127.0.0.1) with one gateway process
+per variant, all started before the first round:
+
+- observability off: cache (memory + SQLite) and coalescing, no metrics, no request log;
+- everything on: the same plus Prometheus metrics, the SQLite request log (the default config: rows inserted
+  by a writer process) and three alert rules read from the request log every 5 s;
+- everything on, `writer: thread`: the same with the request log's inserts in a thread of the gateway.
+
+Why short cells and many rounds: on this shared 2-core machine the speed of a fixed CPU loop moves by ±40%
+from second to second and throughput climbs over minutes of load, so a long cell per variant measures the
+machine as much as the gateway. Each round runs every variant once, back to back, in rotating order; the
+figure is the median over rounds of each round's ratio (everything on / off), next to its quartiles.
+
+Needs `wrk` and `nginx-light` (Debian packages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gateway_bench import LUA_UNIQUE, cpu_seconds, free_port, start_nginx, wrk  # the sibling's helpers
+from variants_bench import ALERTS, OBSERVE_OFF, start_gateway
+
+OFF = "observability off"
+ON = "everything on"
+THREAD = "everything on, writer: thread"
+CONNECTIONS = 16
+
+
+def variants(workdir: Path) -> dict[str, str]:
+    """Variant name → the config lines it adds (start_gateway adds the request log's path when none is given)."""
+    return {
+        OFF: OBSERVE_OFF,
+        ON: ALERTS,
+        THREAD: ALERTS + f"observe:\n  request_log: {{path: {workdir}/thread-requests.db, writer: thread}}\n",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
+    parser.add_argument("--rounds", type=int, default=21, help="rounds; every variant runs once a round")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "overhead.md")
+    parser.add_argument("--render", type=Path, help="rewrite the .md from a run's .json (no measuring)")
+    args = parser.parse_args()
+    if args.render is not None:
+        args.out.write_text(render(json.loads(args.render.read_text())))
+        return
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is required: apt-get install wrk nginx-light")
+    samples: dict[str, list[dict[str, float]]] = {}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="slipstream-overhead-") as tmp:
+        workdir = Path(tmp)
+        script = workdir / "unique.lua"
+        script.write_text(LUA_UNIQUE)
+        upstream_port = free_port()
+        nginx = start_nginx(workdir, upstream_port)
+        gateways: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        try:
+            for i, (name, extra) in enumerate(variants(workdir).items()):
+                port = free_port()
+                gateways[name] = (
+                    start_gateway(workdir, f"o{i}", port, upstream_port, extra),
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                )
+            for _, url in gateways.values():  # a fresh process runs its first seconds measurably slower
+                wrk(url, script, CONNECTIONS, 3)
+            names = list(gateways)
+            for round_ in range(args.rounds):
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                    gateway, url = gateways[name]
+                    cpu0 = cpu_seconds(gateway.pid)
+                    result = wrk(url, script, CONNECTIONS, args.duration)
+                    result["cpu_ms_per_req"] = (
+                        (cpu_seconds(gateway.pid) - cpu0) * 1000 / max(1, result["requests"])
+                    )
+                    samples.setdefault(name, []).append(result)
+                print(
+                    f"round {round_ + 1}: "
+                    + ", ".join(f"{n} {samples[n][-1]['rps']:,.0f}" for n in names)
+                    + f" req/s; on/off {samples[ON][-1]['rps'] / samples[OFF][-1]['rps']:.1%}",
+                    flush=True,
+                )
+        finally:
+            for gateway, _ in gateways.values():
+                gateway.send_signal(signal.SIGTERM)
+            for gateway, _ in gateways.values():
+                gateway.wait(timeout=15)
+            nginx.send_signal(signal.SIGQUIT)
+            nginx.wait(timeout=10)
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    data = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}, "
+        f"Python {platform.python_version()}",
+        "load": [load_before[0], os.getloadavg()[0]],
+        "duration": args.duration,
+        "rounds": args.rounds,
+        "samples": samples,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    args.out.write_text(render(data))
+    print(args.out.read_text())
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def render(data: dict) -> str:  # type: ignore[type-arg]
+    samples: dict[str, list[dict[str, float]]] = data["samples"]
+    off = samples[OFF]
+    lines = [
+        "# What observability costs the miss path (one run)",
+        "",
+        f"- date: {data['date']}",
+        f"- machine: {data['machine']}; load average before {data['load'][0]:.2f}, after {data['load'][1]:.2f}",
+        f"- command: `python bench/overhead_bench.py --duration {data['duration']} --rounds {data['rounds']}` "
+        f"(wrk -t1 -c{CONNECTIONS}, unique prompts: every request a miss; nginx fixed-reply upstream; "
+        f"{data['duration']} s per cell, every variant once per round in rotating order)",
+        "- every gateway is a separate `slipstream serve` process, all started before the first round",
+        "",
+        "| variant | req/s, median cell | per-round ratio to off: median | quartiles | CPU ms/req | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, runs in samples.items():
+        ratios = [run["rps"] / base["rps"] for run, base in zip(runs, off, strict=True)]
+        q1, q2, q3 = quartiles(ratios)
+        lines.append(
+            f"| {name} | {statistics.median(r['rps'] for r in runs):,.0f} | {q2:.1%} | {q1:.1%} to {q3:.1%} | "
+            f"{statistics.median(r['cpu_ms_per_req'] for r in runs):.3f} | {sum(int(r['non_2xx']) for r in runs)} |"
+        )
+    on = [run["rps"] / base["rps"] for run, base in zip(samples[ON], off, strict=True)]
+    median_on = statistics.median(on)
+    verdict = "met" if median_on >= 0.9 else "NOT met"
+    lines += [
+        "",
+        f"Everything on keeps **{median_on:.1%}** of the miss-path throughput with observability off (median of "
+        f"{len(on)} per-round ratios; target ≥ 90%: {verdict}). Per-round ratios: "
+        + ", ".join(f"{r:.1%}" for r in on)
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
