@@ -347,3 +347,15 @@ alerts:
         "d.yaml:6: alerts.rules[1].name: is the same as an earlier rule's ('a')",
         "d.yaml:7: alerts.rules[2].metric: cost_per_hour is read from the request log, which is off",
     ]
+
+
+def test_request_log_writer_is_process_by_default_thread_on_request_and_nothing_else():
+    base = "model_groups: {g: {deployments: [{provider: sim, model: a}]}}\n"
+    assert parse_config(base, environ={}).observe.request_log_writer == "process"
+    chosen = parse_config(base + "observe: {request_log: {writer: thread}}\n", environ={})
+    assert chosen.observe.request_log_writer == "thread"
+    with pytest.raises(ConfigError) as info:
+        parse_config(base + "observe: {request_log: {writer: fork}}\n", source="w.yaml", environ={})
+    assert info.value.problems == [
+        "w.yaml:2: observe.request_log.writer: expected one of process, thread, got 'fork'"
+    ]

@@ -303,3 +303,47 @@ def test_rows_are_read_in_column_order_with_the_text_columns_last():
     by_column = dict(zip(requestlog._COLUMNS, row, strict=True))
     assert by_column["model"] == "fast" and by_column["latency_ms"] == 12.0 and by_column["coalesced"] is True
     assert (by_column["prompt_text"], by_column["reply_text"]) == ("p", "r")
+
+
+def test_thread_writer_writes_the_same_rows(make_log, tmp_path: Path, clock: Clock):
+    log = make_log(writer="thread", retention_days=1)
+    assert log.writer == "thread"
+    for i in range(50):
+        log.record(rec(i))
+    log.record(rec(99, ts=NOW - 3 * 86400))
+    log.flush(timeout=10)
+    assert rows(tmp_path / "requests.db") == 51 and log.written == 51
+    log.maintain(timeout=10)
+    assert rows(tmp_path / "requests.db") == 50 and log.purged == 1
+    assert log.summary(60)["latency_ms"]["max"] == 49.0
+
+
+def test_unknown_writer_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="writer must be one of"):
+        RequestLog(tmp_path / "requests.db", writer="fork")
+
+
+def test_writer_process_that_dies_is_replaced(make_log, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    log = make_log()
+    assert log.writer == "process"
+    for i in range(10):
+        log.record(rec(i))
+    log.flush(timeout=10)
+    child = log._writer.sink._proc
+    child.kill()
+    child.wait(timeout=10)
+    for i in range(10, 25):
+        log.record(rec(i))
+    log.flush(timeout=10)
+    # The child died between batches: the next batch went to a new one, nothing was lost.
+    assert rows(tmp_path / "requests.db") == 25
+    assert log.written == 25 and log.failed == 0
+    assert log._writer.sink._proc.pid != child.pid
+    assert any("writer process exited" in r.getMessage() for r in caplog.records)
+
+
+def test_writer_process_that_cannot_open_the_file_is_a_clear_error(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RuntimeError, match="writer process could not open it"):
+        RequestLog(blocker / "requests.db")

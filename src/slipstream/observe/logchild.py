@@ -102,6 +102,8 @@ class ChildSink:
 
     def _call(self, message: tuple[Any, ...]) -> bool:
         """Send one request and wait for its answer; False when there is no child to answer it."""
+        if self._proc is not None and self._proc.poll() is not None:  # died while idle: this batch can go
+            self._lose_child(self._proc)  # to the next one
         if self._proc is None and not self._restart():
             return False
         proc = self._proc
