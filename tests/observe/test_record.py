@@ -49,3 +49,60 @@ def test_error_is_recorded_by_class_name():
     rec = record_from_call(_call(), ts=1.0, status=504, latency_ms=1.0, error=TimeoutError("x"))
     assert rec.error == "TimeoutError"
     assert not rec.ok
+
+
+def test_every_field_comes_from_its_own_source():
+    # record_from_call passes the fields by position: a field moved in RequestRecord must not shift values.
+    call = _call(
+        namespace="ns",
+        cache_status="miss",
+        deployment="openai/gpt-4o",
+        similarity=0.93,
+        attempts=3,
+        hedged=True,
+        fallback="static",
+        coalesced=False,
+    )
+    call.request.stream = True
+    rec = record_from_call(
+        call,
+        ts=7.0,
+        status=502,
+        latency_ms=120.0,
+        usage=USAGE,
+        price=PRICE,
+        error="UpstreamStatusError",
+        ttft_ms=30.0,
+        upstream_ms=100.0,
+        operation="cycle/propose",
+        prompt_text="hi",
+        reply_text="hello",
+    )
+    assert {name: getattr(rec, name) for name in RequestRecord.__slots__} == {
+        "ts": 7.0,
+        "group": "fast",
+        "status": 502,
+        "latency_ms": 120.0,
+        "key_name": "k1",
+        "namespace": "ns",
+        "deployment": "openai/gpt-4o",
+        "error": "UpstreamStatusError",
+        "ttft_ms": 30.0,
+        "upstream_ms": 100.0,
+        "overhead_ms": 20.0,
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+        "cached_tokens": 200,
+        "cost_usd": PRICE.cost(USAGE),
+        "saved_usd": 0.0,
+        "cache_status": "miss",
+        "similarity": 0.93,
+        "coalesced": False,
+        "attempts": 3,
+        "hedged": True,
+        "fallback": "static",
+        "stream": True,
+        "operation": "cycle/propose",
+        "prompt_text": "hi",
+        "reply_text": "hello",
+    }

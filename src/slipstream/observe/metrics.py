@@ -64,6 +64,7 @@ CACHE_STATUSES = frozenset({"hit", "semantic-hit", "miss", "refresh", "bypass", 
 # Cosine similarity of the semantic cache's best candidate; thresholds live between 0.85 and 1.
 SIMILARITY_BUCKETS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 1.0)
 STATUSES = frozenset({200, 400, 401, 403, 404, 408, 413, 422, 429, 499, 500, 502, 503, 504})
+_STATUS_LABELS = {status: str(status) for status in STATUSES}  # others fold into 2xx/4xx/5xx
 ERROR_CLASSES = frozenset(errors.__all__) | {"CancelledError", "TimeoutError"}
 BREAKER_STATES = ("closed", "half_open", "open")
 
@@ -144,8 +145,12 @@ class Metrics:
 
     # ------------------------------------------------------------------------------------------ updates
     def observe(self, rec: RequestRecord) -> None:
-        """Account one finished request. Cheap (a few µs), but call it after the reply went out."""
-        model = rec.group if rec.group in self.groups else OTHER
+        """Account one finished request. Cheap (a few µs), but call it after the reply went out.
+
+        Written for the request path: counters are updated in place (``get`` + store, no helper call), the
+        status label comes from a table, and the rare counters are behind one test each."""
+        group = rec.group
+        model = group if group in self.groups else OTHER
         dep = rec.deployment
         deployment = NONE if dep is None else dep if dep in self.deployments else OTHER
         cache = rec.cache_status if rec.cache_status in CACHE_STATUSES else OTHER
@@ -156,18 +161,38 @@ class Metrics:
         hists.latency.observe(rec.latency_ms / 1000.0)
         if rec.ttft_ms is not None:
             hists.ttft.observe(rec.ttft_ms / 1000.0)
-        if rec.upstream_ms is not None:
-            hists.upstream.observe(rec.upstream_ms / 1000.0)
+        upstream_ms = rec.upstream_ms
+        if upstream_ms is not None:
+            hists.upstream.observe(upstream_ms / 1000.0)
         if rec.overhead_ms is not None:
             hists.overhead.observe(rec.overhead_ms / 1000.0)
 
         c = self._counters
         status = rec.status
-        _inc(c["requests"], (model, str(status) if status in STATUSES else f"{status // 100}xx"))
+        series = c["requests"]
+        label: tuple[str, ...] = (model, _STATUS_LABELS.get(status) or f"{status // 100}xx")
+        series[label] = series.get(label, 0) + 1
+        if cache != "off":
+            series = c["cache"]
+            label = (model, cache)
+            series[label] = series.get(label, 0) + 1
+        prompt, completion = rec.prompt_tokens, rec.completion_tokens
+        if prompt or completion:
+            series = c["tokens"]
+            label = (model, deployment, "prompt")
+            series[label] = series.get(label, 0) + prompt
+            label = (model, deployment, "completion")
+            series[label] = series.get(label, 0) + completion
+            if rec.cached_tokens:
+                _inc(series, (model, deployment, "cached"), rec.cached_tokens)
+        if rec.cost_usd:
+            series = c["cost_usd"]
+            label = (model, deployment)
+            series[label] = series.get(label, 0) + rec.cost_usd
+        if rec.saved_usd:
+            _inc(c["cost_avoided_usd"], (model,), rec.saved_usd)
         if rec.error is not None:
             _inc(c["errors"], (model, rec.error if rec.error in ERROR_CLASSES else OTHER))
-        if cache != "off":
-            _inc(c["cache"], (model, cache))
         if rec.similarity is not None:
             self._observe_similarity(model, cache == "semantic-hit", rec.similarity)
         if rec.coalesced:
@@ -178,16 +203,6 @@ class Metrics:
             _inc(c["fallbacks"], (model,))
         if rec.hedged:
             _inc(c["hedges"], (model,))
-        if rec.prompt_tokens or rec.completion_tokens:
-            tokens = c["tokens"]
-            _inc(tokens, (model, deployment, "prompt"), rec.prompt_tokens)
-            _inc(tokens, (model, deployment, "completion"), rec.completion_tokens)
-            if rec.cached_tokens:
-                _inc(tokens, (model, deployment, "cached"), rec.cached_tokens)
-        if rec.cost_usd:
-            _inc(c["cost_usd"], (model, deployment), rec.cost_usd)
-        if rec.saved_usd:
-            _inc(c["cost_avoided_usd"], (model,), rec.saved_usd)
 
     def _observe_similarity(self, model: str, hit: bool, similarity: float) -> None:
         if hit:

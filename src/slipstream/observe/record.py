@@ -22,9 +22,12 @@ __all__ = ["OperationRecord", "RequestRecord", "record_from_call", "usage_tokens
 _SERVED_WITHOUT_UPSTREAM = frozenset({"hit", "semantic-hit"})
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class RequestRecord:
-    """What one request did and cost. Times in milliseconds, ``ts`` in epoch seconds (request start)."""
+    """What one request did and cost. Times in milliseconds, ``ts`` in epoch seconds (request start).
+
+    Build it with keywords. ``record_from_call`` alone passes every field by position, in this order: on the
+    request path that is ~1 µs cheaper than 26 keywords (``tests/observe`` checks it field by field)."""
 
     ts: float
     group: str  # the model group (alias) the client asked for
@@ -81,8 +84,11 @@ def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
     """(prompt, completion, cached prompt) tokens from an OpenAI ``usage`` object; zeros when absent."""
     if not usage:
         return 0, 0, 0
-    details = usage.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
+    details = usage.get("prompt_tokens_details")
+    cached = 0
+    # Absent on most replies; a dict when present (the ABC check only for other mappings).
+    if details and (type(details) is dict or isinstance(details, Mapping)):
+        cached = int(details.get("cached_tokens") or 0)
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached
 
 
@@ -104,34 +110,34 @@ def record_from_call(
     """Build the record of a finished call. A cache hit or a coalesced follower made no upstream call of its
     own: its cost is zero and what the reply's usage would have cost is counted as saved."""
     prompt, completion, cached = usage_tokens(usage)
-    value = price.cost(usage) if price is not None else 0.0
+    value = price.tokens_cost(prompt, completion, cached) if price is not None else 0.0
     avoided = call.cache_status in _SERVED_WITHOUT_UPSTREAM or call.coalesced
     error_name = error if isinstance(error, str) or error is None else type(error).__name__
-    return RequestRecord(
-        ts=ts,
-        group=call.group,
-        status=status,
-        latency_ms=latency_ms,
-        key_name=call.key_name,
-        namespace=call.namespace,
-        deployment=call.deployment,
-        error=error_name,
-        ttft_ms=ttft_ms,
-        upstream_ms=upstream_ms,
-        overhead_ms=None if upstream_ms is None else max(0.0, latency_ms - upstream_ms),
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cached_tokens=cached,
-        cost_usd=0.0 if avoided else value,
-        saved_usd=value if avoided else 0.0,
-        cache_status=call.cache_status,
-        similarity=call.similarity,
-        coalesced=call.coalesced,
-        attempts=call.attempts,
-        hedged=call.hedged,
-        fallback=call.fallback,
-        stream=call.stream,
-        operation=operation,
-        prompt_text=prompt_text,
-        reply_text=reply_text,
+    return RequestRecord(  # by position, in field order (see RequestRecord)
+        ts,
+        call.group,
+        status,
+        latency_ms,
+        call.key_name,
+        call.namespace,
+        call.deployment,
+        error_name,
+        ttft_ms,
+        upstream_ms,
+        None if upstream_ms is None else max(0.0, latency_ms - upstream_ms),
+        prompt,
+        completion,
+        cached,
+        0.0 if avoided else value,
+        value if avoided else 0.0,
+        call.cache_status,
+        call.similarity,
+        call.coalesced,
+        call.attempts,
+        call.hedged,
+        call.fallback,
+        call.stream,
+        operation,
+        prompt_text,
+        reply_text,
     )

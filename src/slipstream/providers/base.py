@@ -61,6 +61,10 @@ class Price:
         completion = int(usage.get("completion_tokens") or 0)
         details = usage.get("prompt_tokens_details") or {}
         cached = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
+        return self.tokens_cost(prompt, completion, cached)
+
+    def tokens_cost(self, prompt: int, completion: int, cached: int = 0) -> float:
+        """The cost of token counts (``cached``: the part of ``prompt`` read from the provider's cache)."""
         cached_rate = self.input if self.cached_input is None else self.cached_input
         return ((prompt - cached) * self.input + cached * cached_rate + completion * self.output) / 1_000_000
 
