@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .requestlog import RequestLog
 
-__all__ = ["AlertWindow"]
+__all__ = ["AlertWindow", "bucket_percentiles"]
 
 SLOTS = 300
 BUCKETS_PER_E = 50  # latency buckets ~2% wide (as RequestLog.alert_figures)
@@ -162,11 +162,13 @@ class AlertWindow:
             "cache_lookups": lookups,
             "hit_rate": hits / lookups if lookups else 0.0,
             "cost_usd": cost,
-            "latency_ms": _percentiles(buckets),
+            "latency_ms": bucket_percentiles(buckets),
         }
 
 
-def _percentiles(buckets: dict[int, list[float]]) -> dict[str, float | None]:
+def bucket_percentiles(buckets: dict[int, list[float]]) -> dict[str, float | None]:
+    """Nearest-rank p50/p95/p99 and the maximum from latency buckets (bucket -> [count, largest value]): the
+    largest value of the bucket holding each rank."""
     result: dict[str, float | None] = {"p50": None, "p95": None, "p99": None, "max": None}
     if not buckets:
         return result

@@ -3,7 +3,7 @@
 ``Pipeline.run`` calls ``finish`` once per request — when a reply is returned, when a call fails, and at the end
 of a stream (the stream is watched, not buffered: the first chunk's time is its TTFT, the usage chunk its
 usage). Recording is cheap (metrics are plain numbers until scraped; the request log is a queue drained by a
-background thread), so it happens inline; nothing here waits on disk or network.
+background thread into its writer process), so it happens inline; nothing here waits on disk or network.
 """
 
 from __future__ import annotations

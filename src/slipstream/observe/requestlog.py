@@ -46,6 +46,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol
 
+from .alertwindow import bucket_percentiles
 from .logchild import ChildSink
 from .logsink import COLUMNS, OPERATION_COLUMNS, TEXT_COLUMNS, LogSink
 from .record import OperationRecord, RequestRecord
@@ -433,17 +434,7 @@ def _bucketed_percentiles(
         buckets = conn.execute(_SQL_BUCKETS.format(where=where), params).fetchall()
     except sqlite3.OperationalError:  # no math functions in this SQLite: exact, and slower
         return window_spread(conn, "latency_ms", where, params)
-    n = sum(c for _, c, _ in buckets)  # rows may have arrived since the count
-    result = dict(NO_PERCENTILES)
-    for name, p in (("p50", 50), ("p95", 95), ("p99", 99)):
-        rank, seen = max(1, -(-p * n // 100)), 0
-        for _, c, largest in buckets:
-            seen += c
-            if seen >= rank:
-                result[name] = float(largest)
-                break
-    result["max"] = float(buckets[-1][2]) if buckets else None
-    return result
+    return bucket_percentiles({b: [c, largest] for b, c, largest in buckets})
 
 
 class _Writer(threading.Thread):

@@ -17,7 +17,7 @@ How it works:
   at the call's end, adds the finished ``RequestRecord`` to the span and to every enclosing span (a parent's
   totals include its children's), and notes the request log the call was written to.
 - When the block ends, its ``OperationRecord`` is queued on those request logs: a deque append. The log's one
-  writer thread inserts it into the ``operations`` table of the same SQLite file, in the same batches as the
+  writer inserts it into the ``operations`` table of the same SQLite file, in the same batches as the
   requests. So neither a request nor the end of a block waits on disk, one connection writes the file (a
   second writer would contend with the first for SQLite's write lock), retention covers both tables, and
   ``slipstream report`` reads one file. A block none of whose calls reached a request log is written nowhere.
