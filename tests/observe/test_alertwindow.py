@@ -1,5 +1,7 @@
+import math
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +49,49 @@ def random_records(rng: random.Random, n: int, start: float, end: float) -> list
     ]
 
 
+def scan(log: RequestLog, window: float, **filters: Any) -> dict[str, Any]:
+    """The figures read again from every row of the window (what alert rules read before the slots), with
+    the same ~2%-wide latency buckets: the slots must give exactly this."""
+    where, params = log.window_filter(window / 60.0, **filters)
+    with log.reader() as conn:
+        count, errors, hits, lookups, cost = conn.execute(
+            "SELECT count(*), coalesce(sum(error IS NOT NULL OR status >= 400), 0), "
+            "coalesce(sum(cache_status = 'hit'), 0), "
+            "coalesce(sum(cache_status IN ('hit', 'miss', 'refresh')), 0), coalesce(sum(cost_usd), 0.0) "
+            f"FROM requests WHERE {where}",
+            params,
+        ).fetchone()
+        latencies = [row[0] for row in conn.execute(f"SELECT latency_ms FROM requests WHERE {where}", params)]
+    buckets: dict[int, list[float]] = {}
+    for value in latencies:
+        seen = buckets.setdefault(int(math.log(max(value, 0.001)) * 50), [0, value])
+        seen[0] += 1
+        seen[1] = max(seen[1], value)
+    spread: dict[str, float | None] = {
+        "p50": None,
+        "p95": None,
+        "p99": None,
+        "max": max(latencies, default=None),
+    }
+    for name, p in (("p50", 50), ("p95", 95), ("p99", 99)):
+        rank, seen_n = max(1, math.ceil(p * len(latencies) / 100)), 0
+        for _, (n, largest) in sorted(buckets.items()):
+            seen_n += n
+            if latencies and seen_n >= rank:
+                spread[name] = largest
+                break
+    return {
+        "count": count,
+        "errors": errors,
+        "error_rate": errors / count if count else 0.0,
+        "cache_hits": hits,
+        "cache_lookups": lookups,
+        "hit_rate": hits / lookups if lookups else 0.0,
+        "cost_usd": cost,
+        "latency_ms": spread,
+    }
+
+
 FILTERS = [
     {},
     {"model": "fast"},
@@ -69,7 +114,7 @@ def test_incremental_figures_equal_a_scan_of_the_window(log: RequestLog, clock: 
         window.refresh(log, 300.0)
         for filters in FILTERS:
             incremental = window.figures(300.0, **filters)  # type: ignore[arg-type]
-            scanned = log.alert_figures(5.0, **filters)  # type: ignore[arg-type]
+            scanned = scan(log, 300.0, **filters)
             assert incremental["count"] == scanned["count"], (batch, filters)
             for name in ("errors", "cache_hits", "cache_lookups", "error_rate", "hit_rate", "cost_usd"):
                 assert incremental[name] == pytest.approx(scanned[name]), (batch, filters, name)
@@ -105,3 +150,31 @@ def test_a_longer_window_starts_over_and_sees_older_rows(log: RequestLog, clock:
     # The slot width follows the longest window (12 s for an hour); a short window rounds down to a slot.
     assert window.width == 12.0
     assert window.figures(60.0)["count"] == 1
+
+
+def test_figures_agree_with_the_summary_and_bound_the_percentiles(log: RequestLog, clock: Clock):
+    rng = random.Random(3)
+    for _ in range(2000):
+        failed = rng.random() < 0.1
+        log.record(
+            RequestRecord(
+                ts=NOW - 60,
+                group="fast",
+                latency_ms=round(rng.lognormvariate(5, 1.2), 3),
+                status=502 if failed else 200,
+                error="UpstreamStatusError" if failed else None,
+                cache_status=rng.choice(["hit", "miss", "bypass"]),
+                cost_usd=0.001,
+            )
+        )
+    log.flush(timeout=10)
+    window = AlertWindow(clock)
+    window.refresh(log, 3600.0)
+    exact, quick = log.summary(60), window.figures(3600.0)
+    for name in ("count", "errors", "error_rate", "cache_hits", "cache_lookups", "hit_rate"):
+        assert quick[name] == exact[name], name
+    assert quick["cost_usd"] == pytest.approx(exact["cost_usd"])
+    for p in ("p50", "p95", "p99", "max"):
+        assert exact["latency_ms"][p] <= quick["latency_ms"][p] <= exact["latency_ms"][p] * 1.021, p
+    assert window.figures(3600.0, latency=False)["latency_ms"]["p95"] is None
+    assert window.figures(3600.0, model="nobody")["count"] == 0

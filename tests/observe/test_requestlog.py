@@ -265,35 +265,6 @@ def test_foreign_file_is_moved_aside(tmp_path: Path, make_log):
     assert list(tmp_path.glob("requests.db.corrupt-*"))
 
 
-def test_alert_figures_agree_with_the_summary_and_bound_the_percentiles(make_log):
-    import random
-
-    rng = random.Random(3)
-    log = make_log()
-    for _ in range(2000):
-        failed = rng.random() < 0.1
-        log.record(
-            rec(
-                0,
-                latency_ms=round(rng.lognormvariate(5, 1.2), 3),
-                ts=NOW - 60,
-                status=502 if failed else 200,
-                error="UpstreamStatusError" if failed else None,
-                cache_status=rng.choice(["hit", "miss", "bypass"]),
-                cost_usd=0.001,
-            )
-        )
-    log.flush(timeout=10)
-    exact, quick = log.summary(60), log.alert_figures(60)
-    for name in ("count", "errors", "error_rate", "cache_hits", "cache_lookups", "hit_rate"):
-        assert quick[name] == exact[name], name
-    assert quick["cost_usd"] == pytest.approx(exact["cost_usd"])
-    for p in ("p50", "p95", "p99", "max"):
-        assert exact["latency_ms"][p] <= quick["latency_ms"][p] <= exact["latency_ms"][p] * 1.021, p
-    assert log.alert_figures(60, latency=False)["latency_ms"]["p95"] is None
-    assert log.alert_figures(60, model="nobody")["count"] == 0
-
-
 def test_rows_are_read_in_column_order_with_the_text_columns_last():
     from slipstream.observe import requestlog
 

@@ -1,17 +1,17 @@
 """Alert rules' windowed figures, kept up to date from the request log a few seconds of rows at a time.
 
 Alert rules read counts, error and hit rates, cost and p95/p99 latency over windows of minutes to a day, every
-few seconds. Reading the whole window each time (``RequestLog.alert_figures``) costs a scan of every row in it:
-at thousands of requests a second, a 5-minute window is a million rows and the scan took a quarter of a core,
-on the machine that serves the requests. ``AlertWindow`` reads each row once instead:
+few seconds. Reading the whole window each time costs a scan of every row in it: at thousands of requests a
+second, a 5-minute window is a million rows and the scan took a quarter of a core, on the machine that serves
+the requests. ``AlertWindow`` reads each row once instead:
 
 - ``refresh()`` asks SQLite for the rows added since the last call (``id > last``: a range of the primary
   key), already grouped by time slot, model, key, deployment and latency bucket — a few hundred groups, so
   nothing per row reaches Python — and adds them to in-memory slots; slots older than the longest window
   are dropped. The request log is shared by a gateway's workers, so every worker's requests are counted.
-- ``figures()`` sums the slots inside a window, filtered like ``alert_figures`` (model, key, deployment), in
-  ``alert_figures``' shape: p95/p99 are the largest latency in the ~2%-wide logarithmic bucket holding the
-  nearest rank — a value that occurred, at most ~2% above the exact percentile.
+- ``figures()`` sums the slots inside a window, filtered by model, key and deployment, in the shape of
+  ``RequestLog.summary()``'s counts: p95/p99 are the largest latency in the ~2%-wide logarithmic bucket holding
+  the nearest rank — a value that occurred, at most ~2% above the exact percentile ``summary()`` gives.
 
 A slot is 1/``SLOTS`` of the longest window asked for (a second for 5 minutes, ~5 minutes for a day), so a
 window's start is rounded down to a slot boundary: it may count up to one slot more than the window. A longer
@@ -26,19 +26,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .requestlog import _LOOKUPS
+
 if TYPE_CHECKING:
     from .requestlog import RequestLog
 
 __all__ = ["AlertWindow", "bucket_percentiles"]
 
 SLOTS = 300
-BUCKETS_PER_E = 50  # latency buckets ~2% wide (as RequestLog.alert_figures)
-_LOOKUPS = "('hit', 'miss', 'refresh')"
+BUCKETS_PER_E = 50  # latency buckets ~2% wide
 _SQL_NEW = f"""
 SELECT CAST(ts / ? AS INTEGER), model, key_name, deployment,
        CAST({{ln}}(max(latency_ms, 0.001)) * {BUCKETS_PER_E} AS INTEGER) AS b,
        count(*), sum(error IS NOT NULL OR status >= 400), sum(cache_status = 'hit'),
-       sum(cache_status IN {_LOOKUPS}), sum(cost_usd), max(latency_ms)
+       sum(cache_status IN ({", ".join(repr(s) for s in _LOOKUPS)})), sum(cost_usd), max(latency_ms)
 FROM requests WHERE id > ? AND id <= ? AND ts >= ?
 GROUP BY 1, 2, 3, 4, 5
 """
@@ -54,6 +55,21 @@ class _Totals:
     lookups: int = 0
     cost: float = 0.0
     latency: dict[int, list[float]] = field(default_factory=dict)  # bucket -> [count, largest latency]
+
+    def add(self, count: int, errors: int, hits: int, lookups: int, cost: float) -> None:
+        self.count += count
+        self.errors += errors
+        self.hits += hits
+        self.lookups += lookups
+        self.cost += cost
+
+    def add_latency(self, bucket: int, count: float, largest: float) -> None:
+        seen = self.latency.get(bucket)
+        if seen is None:
+            self.latency[bucket] = [count, largest]
+        else:
+            seen[0] += count
+            seen[1] = max(seen[1], largest)
 
 
 class AlertWindow:
@@ -101,20 +117,12 @@ class AlertWindow:
 
     def _absorb(self, row: Any) -> None:
         slot, model, key, deployment, bucket, count, errors, hits, lookups, cost, largest = row
-        totals = self._slots.setdefault(slot, {}).get((model, key, deployment))
+        series = self._slots.setdefault(slot, {})
+        totals = series.get((model, key, deployment))
         if totals is None:
-            totals = self._slots[slot][(model, key, deployment)] = _Totals()
-        totals.count += count
-        totals.errors += errors
-        totals.hits += hits
-        totals.lookups += lookups
-        totals.cost += cost
-        seen = totals.latency.get(bucket)
-        if seen is None:
-            totals.latency[bucket] = [count, largest]
-        else:
-            seen[0] += count
-            seen[1] = max(seen[1], largest)
+            totals = series[(model, key, deployment)] = _Totals()
+        totals.add(count, errors, hits, lookups, cost)
+        totals.add_latency(bucket, count, largest)
 
     def figures(
         self,
@@ -125,11 +133,10 @@ class AlertWindow:
         deployment: str | None = None,
         latency: bool = True,
     ) -> dict[str, Any]:
-        """``RequestLog.alert_figures``' result over the last ``window`` seconds, from the slots."""
+        """Counts, error and hit rates, cost and (when ``latency``) bucketed latency percentiles over the last
+        ``window`` seconds, from the slots; keys as in ``RequestLog.summary()``."""
         first = math.floor((self.clock() - window) / self.width) if self.width else 0
-        count = errors = hits = lookups = 0
-        cost = 0.0
-        buckets: dict[int, list[float]] = {}
+        total = _Totals()
         for slot, series in self._slots.items():
             if slot < first:
                 continue
@@ -138,31 +145,21 @@ class AlertWindow:
                     continue
                 if deployment is not None and d != deployment:
                     continue
-                count, errors, hits, lookups, cost = (
-                    count + t.count,
-                    errors + t.errors,
-                    hits + t.hits,
-                    lookups + t.lookups,
-                    cost + t.cost,
-                )
+                total.add(t.count, t.errors, t.hits, t.lookups, t.cost)
                 if latency:
                     for bucket, (n, largest) in t.latency.items():
-                        seen = buckets.get(bucket)
-                        if seen is None:
-                            buckets[bucket] = [n, largest]
-                        else:
-                            seen[0] += n
-                            seen[1] = max(seen[1], largest)
+                        total.add_latency(bucket, n, largest)
+        count, lookups = total.count, total.lookups
         return {
             "window_minutes": window / 60.0,
             "count": count,
-            "errors": errors,
-            "error_rate": errors / count if count else 0.0,
-            "cache_hits": hits,
+            "errors": total.errors,
+            "error_rate": total.errors / count if count else 0.0,
+            "cache_hits": total.hits,
             "cache_lookups": lookups,
-            "hit_rate": hits / lookups if lookups else 0.0,
-            "cost_usd": cost,
-            "latency_ms": bucket_percentiles(buckets),
+            "hit_rate": total.hits / lookups if lookups else 0.0,
+            "cost_usd": total.cost,
+            "latency_ms": bucket_percentiles(total.latency),
         }
 
 

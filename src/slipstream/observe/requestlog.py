@@ -46,7 +46,6 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol
 
-from .alertwindow import bucket_percentiles
 from .logchild import ChildSink
 from .logsink import COLUMNS, OPERATION_COLUMNS, TEXT_COLUMNS, LogSink
 from .record import OperationRecord, RequestRecord
@@ -296,44 +295,6 @@ class RequestLog:
             "saved_usd": saved,
         }
 
-    def alert_figures(
-        self,
-        window_minutes: float,
-        *,
-        model: str | None = None,
-        key: str | None = None,
-        deployment: str | None = None,
-        latency: bool = True,
-    ) -> dict[str, Any]:
-        """What alert rules read, in ``summary()``'s shape but cheap enough to run every few seconds over a busy
-        window: counts, error and hit rates and cost in one scan, and (when ``latency``) p95/p99 latency from
-        ~2%-wide logarithmic buckets — the largest latency in the bucket holding the nearest rank, so a value
-        that occurred, at most ~2% above the exact percentile. ``summary()`` sorts every latency of the window
-        (seconds of CPU per million rows); this groups them into a few hundred buckets instead."""
-        where, params = self._where(window_minutes, model, key, deployment)
-        lookups = ", ".join(f"'{s}'" for s in _LOOKUPS)
-        with _reader(self.path) as conn:
-            count, failed, hits, lookups_n, cost = conn.execute(
-                "SELECT count(*), coalesce(sum(error IS NOT NULL OR status >= 400), 0), "
-                f"coalesce(sum(cache_status = 'hit'), 0), coalesce(sum(cache_status IN ({lookups})), 0), "
-                f"coalesce(sum(cost_usd), 0.0) FROM requests WHERE {where}",
-                params,
-            ).fetchone()
-            spread = dict(NO_PERCENTILES)
-            if latency and count:
-                spread = _bucketed_percentiles(conn, where, params, count)
-        return {
-            "window_minutes": window_minutes,
-            "count": count,
-            "errors": failed,
-            "error_rate": failed / count if count else 0.0,
-            "cache_hits": hits,
-            "cache_lookups": lookups_n,
-            "hit_rate": hits / lookups_n if lookups_n else 0.0,
-            "cost_usd": cost,
-            "latency_ms": spread,
-        }
-
     def reader(self) -> AbstractContextManager[sqlite3.Connection]:
         """A short-lived read-only connection (``with log.reader() as conn``) for read-side modules
         (``observe.query``) that run their own SQL against the ``requests`` table."""
@@ -416,25 +377,6 @@ def window_spread(
 ) -> dict[str, float | None]:
     """``window_percentiles`` over the whole window: one p50/p95/p99/max dict (all None without values)."""
     return window_percentiles(conn, column, where, params).get(0) or dict(NO_PERCENTILES)
-
-
-# 50 buckets per factor e: each ~2% wide. ln() is one of SQLite's math functions (3.35+, on in the usual
-# builds); without them the exact path is taken.
-_BUCKETS_PER_E = 50
-_SQL_BUCKETS = (
-    f"SELECT CAST(ln(max(latency_ms, 0.001)) * {_BUCKETS_PER_E} AS INTEGER) AS b, count(*), max(latency_ms) "
-    "FROM requests WHERE {where} GROUP BY b ORDER BY b"
-)
-
-
-def _bucketed_percentiles(
-    conn: sqlite3.Connection, where: str, params: Sequence[Any], count: int
-) -> dict[str, float | None]:
-    try:
-        buckets = conn.execute(_SQL_BUCKETS.format(where=where), params).fetchall()
-    except sqlite3.OperationalError:  # no math functions in this SQLite: exact, and slower
-        return window_spread(conn, "latency_ms", where, params)
-    return bucket_percentiles({b: [c, largest] for b, c, largest in buckets})
 
 
 class _Writer(threading.Thread):
