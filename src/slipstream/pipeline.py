@@ -33,6 +33,7 @@ from .stores.base import CacheStore
 from .stores.memory import MemoryStore
 from .stores.sqlite import SqliteStore
 from .stores.tiered import TieredStore
+from .streams import prepend
 from .types import Chunk, ChunkStream, Reply
 
 if TYPE_CHECKING:
@@ -56,21 +57,12 @@ async def _primed(stream: ChunkStream) -> ChunkStream:
         first = await anext(stream)
     except StopAsyncIteration:
         return _chunks(())
-    return _after(first, stream)
+    return prepend(first, stream)
 
 
 async def _chunks(chunks: tuple[Chunk, ...]) -> AsyncIterator[Chunk]:
     for chunk in chunks:
         yield chunk
-
-
-async def _after(first: Chunk, rest: ChunkStream) -> AsyncIterator[Chunk]:
-    try:
-        yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
 
 
 def shared_cache_url(config: Config) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .types import Chunk, ChunkStream
 
-__all__ = ["StreamAssembler", "assembled_on_completion", "replay_chunks", "replay_stream"]
+__all__ = ["StreamAssembler", "assembled_on_completion", "prepend", "replay_chunks", "replay_stream"]
 
 # Size of the content pieces a replayed stream is cut into: small enough to look like a stream to clients that
 # render incrementally, large enough that a long answer stays a handful of events.
@@ -170,6 +170,16 @@ async def replay_stream(reply: dict[str, Any], *, include_usage: bool) -> AsyncI
     """``replay_chunks`` as a stream, for answers that come from somewhere other than an upstream stream."""
     for chunk in replay_chunks(reply, include_usage=include_usage):
         yield chunk
+
+
+async def prepend(first: Chunk, rest: ChunkStream) -> AsyncIterator[Chunk]:
+    """``first``, then the rest of the stream it was read from; closing this closes ``rest``."""
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 async def assembled_on_completion(

@@ -25,7 +25,7 @@ from ..call import Call, CallResult
 from ..errors import NoHealthyDeployment, RateLimited, UpstreamProtocolError, UpstreamTimeout
 from ..limits import Limiter, estimate_tokens
 from ..providers.base import Deployment, Provider
-from ..streams import replay_stream
+from ..streams import prepend, replay_stream
 from ..types import ChatRequest, Chunk, ChunkStream, Reply
 from .breaker import CircuitBreaker, counts_as_failure
 from .retry import GiveUp, RetryBudget
@@ -343,7 +343,7 @@ class Router:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
             raise
-        return _prepend(first, stream)
+        return prepend(first, stream)
 
 
 def _report(rt: DeploymentRuntime, exc: BaseException) -> None:
@@ -373,15 +373,6 @@ async def _deadline(remaining: float | None) -> AsyncIterator[None]:
             yield
     except TimeoutError:
         raise UpstreamTimeout("the request's deadline passed while waiting for the upstream") from None
-
-
-async def _prepend(first: Chunk, stream: ChunkStream) -> AsyncIterator[Chunk]:
-    try:
-        yield first
-        async for chunk in stream:
-            yield chunk
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
 
 
 def _add_upstream_time(call: Call, seconds: float) -> None:
