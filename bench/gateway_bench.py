@@ -142,6 +142,18 @@ def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     return start_process([*args, "--dir", str(workdir)], port, workdir, "redis")
 
 
+def cpu_model() -> str:
+    """The processor's name, for the machine line of a result file."""
+    return next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -259,14 +271,6 @@ def write_report(out: Path, rows: dict[str, dict[str, float]], sdk: dict[str, fl
         except metadata.PackageNotFoundError:
             return "-"
 
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" Copyright")[
         0:1
     ]
@@ -278,7 +282,7 @@ def write_report(out: Path, rows: dict[str, dict[str, float]], sdk: dict[str, fl
         "# Gateway benchmark (foundation)",
         "",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}",
+        f"- machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}",
         f"- versions: slipstream {version('slipstream')}, Python {platform.python_version()}, "
         f"uvicorn {version('uvicorn')}, uvloop {version('uvloop')}, aiohttp {version('aiohttp')}, "
         f"orjson {version('orjson')}, {nginx_version}, {' '.join(wrk_version)}",

@@ -40,7 +40,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway_bench import FIXED_BODY, LUA_FIXED, cpu_seconds, free_port, start_gateway, start_nginx, wrk
+from gateway_bench import (
+    FIXED_BODY,
+    LUA_FIXED,
+    cpu_model,
+    cpu_seconds,
+    free_port,
+    start_gateway,
+    start_nginx,
+    wrk,
+)
 
 RESULTS = Path(__file__).parent / "results"
 OPEN_LOOP_RATE = 5000
@@ -174,20 +183,12 @@ def write_report(
     load_before: str,
     load_after: str,
 ) -> None:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
     c, d = args.connections, args.duration
     lines = [
         "# `slipstream loadtest` against wrk",
         "",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}, "
+        f"- machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}, "
         f"Python {platform.python_version()}; load average before {load_before}, after {load_after} "
         "(the machine is shared: other work was running)",
         f"- command: `python bench/loadtest_vs_wrk.py --duration {d} --connections {c} --rounds {args.rounds}`",

@@ -37,7 +37,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gateway_bench import LUA_UNIQUE, cpu_seconds, free_port, start_nginx, wrk  # the sibling's helpers
+from gateway_bench import (  # the sibling's helpers
+    LUA_UNIQUE,
+    cpu_model,
+    cpu_seconds,
+    free_port,
+    start_nginx,
+    wrk,
+)
 from variants_bench import ALERTS, OBSERVE_OFF, start_gateway
 
 OFF = "observability off"
@@ -116,17 +123,9 @@ def main() -> None:
                 gateway.wait(timeout=15)
             nginx.send_signal(signal.SIGQUIT)
             nginx.wait(timeout=10)
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
     data = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}, "
+        "machine": f"{os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}, "
         f"Python {platform.python_version()}",
         "load": [load_before[0], os.getloadavg()[0]],
         "duration": args.duration,

@@ -33,7 +33,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gateway_bench import free_port, start_process, start_redis, start_serve  # the sibling script's helpers
+from gateway_bench import (  # the sibling script's helpers
+    cpu_model,
+    free_port,
+    start_process,
+    start_redis,
+    start_serve,
+)
 
 
 async def drive(urls: list[str], rate: float, duration: float) -> list[tuple[float, int, int]]:
@@ -122,14 +128,7 @@ def write_report(args: argparse.Namespace, results: list[tuple[float, int, int]]
     for _, g, status in results:
         by_gateway[g][str(status) if status in (200, 429) else "other"] += 1
     low, high = min(windows), max(windows)
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     lines = [
         "# Scale-out: one global RPM limit across three gateway processes",
         "",

@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_bench import LUA_UNIQUE, cpu_seconds, free_port, start_nginx, wait_port, wrk
+from gateway_bench import LUA_UNIQUE, cpu_model, cpu_seconds, free_port, start_nginx, wait_port, wrk
 
 HERE = Path(__file__).parent
 
@@ -406,14 +406,6 @@ def version(pkg: str) -> str:
 
 
 def header(command: str) -> list[str]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
     tools = []
     if shutil.which("nginx"):
         tools.append(subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip())
@@ -425,7 +417,7 @@ def header(command: str) -> list[str]:
         "# Traffic benchmark (rate limits, hedging, traffic-layer overhead)",
         "",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}",
+        f"- machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}",
         f"- versions: slipstream {version('slipstream')}, Python {platform.python_version()}, "
         f"uvicorn {version('uvicorn')}, uvloop {version('uvloop')}, aiohttp {version('aiohttp')} "
         f"(gateway upstream client and load client), {', '.join(tools)}",

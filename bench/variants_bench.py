@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gateway_bench import (  # the sibling script's helpers
     LUA_FIXED,
     LUA_UNIQUE,
+    cpu_model,
     cpu_seconds,
     free_port,
     start_nginx,
@@ -207,14 +208,6 @@ def write_report(
     date: str | None = None,
 ) -> None:
     date = date or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
     redis_version = subprocess.run(
         ["redis-server", "--version"], capture_output=True, text=True
     ).stdout.split()[2]
@@ -223,7 +216,7 @@ def write_report(
         "# What each layer costs (one run)",
         "",
         f"- date: {date}",
-        f"- machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}, "
+        f"- machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}, "
         f"Python {platform.python_version()}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}",
         f"- command: `python bench/variants_bench.py --duration {args.duration} --rounds {args.rounds}` "
         f"(wrk -t1, {args.duration} s per cell, {args.rounds} rounds in rotating order, each cell the median; "
