@@ -318,3 +318,59 @@ def test_writer_process_that_cannot_open_the_file_is_a_clear_error(tmp_path: Pat
     blocker.write_text("not a folder")
     with pytest.raises(RuntimeError, match="writer process could not open it"):
         RequestLog(blocker / "requests.db")
+
+
+def test_writer_process_protocol_refuses_bad_requests_and_keeps_serving(tmp_path: Path):
+    # The child's main loop, in-process: a request before "open" and an unknown request are refused with an
+    # error reply; the loop goes on and the next good request is answered with the totals.
+    import io
+
+    from slipstream.observe import logsink
+
+    requests = io.BytesIO()
+    for message in (
+        ("write", [], []),
+        ("open", str(tmp_path / "requests.db"), logsink.COLUMNS[:-2]),
+        ("drop table", 1),
+        (
+            "write",
+            [
+                (
+                    NOW,
+                    None,
+                    "default",
+                    "fast",
+                    None,
+                    200,
+                    None,
+                    1.0,
+                    *([None] * 3),
+                    0,
+                    0,
+                    0,
+                    0.0,
+                    0.0,
+                    "off",
+                    0,
+                    0,
+                    0,
+                    None,
+                    0,
+                    None,
+                )
+            ],
+            [],
+        ),
+    ):
+        logsink.write_frame(requests, message)
+    requests.seek(0)
+    replies = io.BytesIO()
+    logsink.serve(requests, replies)
+    replies.seek(0)
+    answers = [logsink.read_frame(replies) for _ in range(4)]
+    assert answers[0] == ("error", "RuntimeError: the request log is not open")
+    assert answers[1] == ("ok", 0, 0, 0, 0)
+    assert answers[2] == ("error", "ValueError: unknown request 'drop table'")
+    assert answers[3] == ("ok", 1, 0, 0, 0)
+    assert logsink.read_frame(replies) is None
+    assert rows(tmp_path / "requests.db") == 1
