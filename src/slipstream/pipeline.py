@@ -247,7 +247,15 @@ class Pipeline:
         return provider
 
     def _price_of(self, call: Call) -> Price | None:
-        return self.resolve(call.request.model).deployments[0].price
+        """The price of the deployment that answered (after a failover, the one that took over); for a call no
+        deployment answered (a cache hit, a coalesced follower), the group's first: what it would have cost."""
+        deployments = self.resolve(call.request.model).deployments
+        label = call.deployment
+        if label is not None:
+            for deployment in deployments:
+                if deployment.label == label:
+                    return deployment.price
+        return deployments[0].price
 
     async def cache_stats(self) -> dict[str, Any] | None:
         """The cache layer's counters with the store's entries, bytes and evictions."""

@@ -68,6 +68,30 @@ async def test_known_sequence_reaches_metrics_and_request_log(tmp_path: Path):
     assert all(r["prompt_text"] is None for r in rows)  # text is kept only when enabled
 
 
+async def test_cost_uses_the_price_of_the_deployment_that_answered(tmp_path: Path):
+    cfg = parse_config(
+        f"""
+observe: {{request_log: {{path: {tmp_path / "requests.db"}}}}}
+model_groups:
+  pair:
+    deployments:
+      - {{provider: sim, model: a, name: cheap, options: {{fault: "500"}}, price: {{input: 1.0, output: 1.0}}}}
+      - {{provider: sim, model: b, name: dear, priority: 1, price: {{input: 100.0, output: 300.0}}}}
+""",
+        environ={},
+    )
+    async with Slipstream(cfg) as slip:
+        reply = await slip.chat(model="pair", messages=[{"role": "user", "content": "fail over"}])
+        log = slip.pipeline.observer.request_log
+        log.flush()
+        (row,) = log.query(60)
+    usage = reply.usage
+    assert row["deployment"] == "dear" and row["attempts"] == 2
+    assert row["cost_usd"] == pytest.approx(
+        (usage["prompt_tokens"] * 100.0 + usage["completion_tokens"] * 300.0) / 1e6
+    )
+
+
 async def test_request_log_keeps_text_only_when_enabled_and_can_be_off(tmp_path: Path):
     cfg = _config(tmp_path, "observe: {request_log: {store_text: true}}")
     async with Slipstream(cfg) as slip:
