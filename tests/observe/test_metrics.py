@@ -129,6 +129,26 @@ def test_label_values_are_restricted():
     m.set_known(["fast", "openai/some-adhoc-model"], ["a"])  # config reload makes it a known group
     m.observe(RequestRecord(ts=1.0, group="openai/some-adhoc-model", status=200, latency_ms=1.0))
     assert samples(m)[("slipstream_requests_total", L(model="openai/some-adhoc-model", status="200"))] == 1
+    m.set_known(["fast"], ["a"])  # and a later reload drops it again
+    m.observe(RequestRecord(ts=1.0, group="openai/some-adhoc-model", status=200, latency_ms=1.0))
+    assert samples(m)[("slipstream_requests_total", L(model="other", status="200"))] == 1
+
+
+def test_unknown_names_share_one_series_and_grow_nothing():
+    m = Metrics(groups=["fast"], deployments=["a"])
+    for i in range(1000):
+        m.observe(
+            RequestRecord(ts=1.0, group=f"openai/model-{i}", status=200, latency_ms=1.0, deployment="a")
+        )
+        m.observe(RequestRecord(ts=1.0, group="fast", status=200, latency_ms=1.0, deployment=f"dep-{i}"))
+    s = samples(m)
+    assert s[("slipstream_requests_total", L(model="other", status="200"))] == 1000
+    assert (
+        s[("slipstream_request_duration_seconds_count", L(model="fast", deployment="other", cache="off"))]
+        == 1000
+    )
+    # The lookup by raw values remembers known names only: a client's model names cannot grow it.
+    assert len(m._series) == 2 and len(m._by_raw) == 0
 
 
 def test_gauges_are_read_at_scrape_time():
