@@ -18,6 +18,7 @@ from slipstream.stores import CacheEntry, SqliteStore, StoreStats
 from slipstream.stores.sqlite import (
     FORMAT_RAW,
     FORMAT_ZLIB,
+    UPSERT_CHUNK,
     _prefix_upper_bound,
     decode_value,
     encode_value,
@@ -113,6 +114,30 @@ async def test_rewrite_replaces_value(open_store: OpenStore) -> None:
     await store.flush()
     assert await store.get(key("a", 1)) == CacheEntry(b"new", clock.now, clock.now + 60)
     assert (await store.stats()).entries == 1
+
+
+async def test_many_queued_writes_land_in_order_with_exact_totals(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """Sets are written several rows per statement: more than a statement holds, a delete between them, and a
+    key set twice within one statement must end as if applied one by one."""
+    store = open_store()
+    n = UPSERT_CHUNK * 2 + 7
+    for i in range(n):  # no await in between: the writer takes them in one or a few batches
+        store.set_nowait(key("a", i), b"first %d" % i, ttl=60)
+    store.set_nowait(key("a", 3), b"", ttl=0)  # a delete after the set of the same key
+    for i in range(0, n, 2):
+        store.set_nowait(key("a", i), b"second %d" % i, ttl=60)
+    store.set_nowait(key("a", 1), b"x", ttl=60)
+    store.set_nowait(key("a", 1), b"y", ttl=60)  # the same key twice in a row: the later one wins
+    await store.flush()
+    expected = {key("a", i): (b"second %d" if i % 2 == 0 else b"first %d") % i for i in range(n)}
+    del expected[key("a", 3)]
+    expected[key("a", 1)] = b"y"
+    found = rows(tmp_path / "cache.db")
+    assert {k: decode_value(v[0]) for k, v in found.items()} == expected
+    stats = await store.stats()
+    assert (stats.entries, stats.bytes) == (len(expected), sum(v[3] for v in found.values()))
 
 
 async def test_parent_directory_is_created(open_store: OpenStore, tmp_path: Path) -> None:
