@@ -56,7 +56,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_RETENTION_DAYS = 30.0
-DEFAULT_QUEUE_SIZE = 10_000
+# Rows waiting for the writer: the writer drains them every ``batch_interval``, so this is how many requests a
+# second the log keeps up with when the writer is healthy. A gateway process serves up to ~13,000 cache hits a
+# second here (bench/results/gateway.md): 10,000 dropped records at full speed. 50,000 rows of ~300 bytes
+# are ~15 MB at most, and leave room for a writer that stalls for a few seconds.
+DEFAULT_QUEUE_SIZE = 50_000
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_BATCH_INTERVAL = 1.0  # seconds
 DEFAULT_MAINTENANCE_INTERVAL = 60.0  # seconds between age purges
