@@ -204,15 +204,9 @@ class LogSink:
 
     def _run_statements(self, statements: list[tuple[str, list[Any]]]) -> None:
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _WriteTransaction(conn):
             for sql, params in statements:
                 conn.execute(sql, params)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _attempt(self, write: Callable[[], object], count: int) -> bool:
         """Run ``write`` (one transaction of ``count`` records), again while the file is busy."""
@@ -263,15 +257,38 @@ class LogSink:
     def _transaction(self, sql: str, params: Any, *, many: bool = False) -> int:
         """Run one statement in its own write transaction; returns the rows it changed."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _WriteTransaction(conn):
             result = (conn.executemany if many else conn.execute)(sql, params).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return int(result)
+
+
+class _WriteTransaction:
+    """``slipstream.sqlitetx.WriteTransaction``, copied: this module is also the writer process's program,
+    which imports nothing from slipstream (see the module docstring). BEGIN IMMEDIATE; COMMIT at the end of the
+    block, ROLLBACK when anything escapes it."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except BaseException:  # a COMMIT that fails (busy, disk full) leaves the transaction open
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
@@ -312,8 +329,7 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {WRITE_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _WriteTransaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if version == 0 and tables == 0:
@@ -323,11 +339,6 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
                 raise sqlite3.DatabaseError(f"unknown schema (user_version {version})")
             for statement in SCHEMA_OPERATIONS:
                 conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     except BaseException:
         conn.close()
         raise

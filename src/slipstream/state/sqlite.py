@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..sqlitetx import WriteTransaction
 from .base import (
     DEFAULT_NAMESPACE,
     Conflict,
@@ -166,8 +167,7 @@ class SqliteStateStore(StateStore):
     def _transaction(self, body: Callable[[sqlite3.Connection, float], T]) -> T:
         """Run ``body`` in a write transaction that holds the file lock from its first read to its commit."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with WriteTransaction(conn):
             now = self.clock()
             result = body(conn, now)
             if now - self._last_purge >= PURGE_INTERVAL:
@@ -175,11 +175,6 @@ class SqliteStateStore(StateStore):
                 # A full chunk means more are waiting: purge again on the next write instead of in 10 s, so a
                 # sustained stream of short-lived keys never outgrows the purge (each pass stays one chunk).
                 self._last_purge = now if purged < PURGE_CHUNK else now - PURGE_INTERVAL
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return result
 
     def _conn(self) -> sqlite3.Connection:
@@ -253,14 +248,8 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
 
 def _prepare_schema(conn: sqlite3.Connection, path: Path) -> None:
     """Create the schema in a new file, under the write lock, so processes opening it together create it once."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with WriteTransaction(conn):
         _check_schema(conn, path)
         if conn.execute("PRAGMA user_version").fetchall()[0][0] == 0:
             for statement in _SCHEMA:
                 conn.execute(statement)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..sqlitetx import WriteTransaction
 from .base import CacheEntry, CacheStore, StoreStats
 
 __all__ = [
@@ -403,8 +404,7 @@ class _Writer(threading.Thread):
     def _transaction(self, batch: list[_Op]) -> _BatchOutcome:
         conn = self.conn
         outcome = _BatchOutcome()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with WriteTransaction(conn):
             sets: list[_Set] = []  # consecutive sets, written as one statement per chunk
             for op in batch:
                 if isinstance(op, _Set) and len(op.stored) <= self.store.max_bytes:
@@ -415,11 +415,6 @@ class _Writer(threading.Thread):
                 self._apply_one(op, outcome)
             self._upsert(sets)
             self._maintain(outcome)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return outcome
 
     def _upsert(self, sets: list[_Set]) -> None:
@@ -590,17 +585,11 @@ def _check_schema(conn: sqlite3.Connection) -> None:
 def _prepare_schema(conn: sqlite3.Connection) -> None:
     """Create the schema in a fresh file, or check that an existing file holds ours. One write transaction, so
     processes opening a new file at the same time do not both create it."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with WriteTransaction(conn):
         _check_schema(conn)  # again, under the lock: another process may have created it meanwhile
         if conn.execute("PRAGMA user_version").fetchall()[0][0] == 0:
             for statement in _SCHEMA:
                 conn.execute(statement)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _move_aside(path: Path) -> Path:
