@@ -53,7 +53,7 @@ def rows(path: Path) -> int:
 
 
 def test_writes_in_batches_and_survives_restart(make_log, tmp_path: Path):
-    log = make_log(batch_size=100, batch_interval=10.0)
+    log = make_log(batch_interval=10.0)
     for i in range(250):
         log.record(rec(i))
     log.flush(timeout=10)
@@ -70,7 +70,7 @@ def test_writes_in_batches_and_survives_restart(make_log, tmp_path: Path):
 
 def test_batch_waits_for_more_records_within_the_interval(make_log, tmp_path: Path):
     # A long interval and a big batch: nothing is committed until the batch fills or a flush asks.
-    log = make_log(batch_size=1000, batch_interval=30.0)
+    log = make_log(batch_interval=30.0)
     log.record(rec(1))
     log.record(rec(2))
     deadline = time.monotonic() + 0.3
@@ -82,7 +82,7 @@ def test_batch_waits_for_more_records_within_the_interval(make_log, tmp_path: Pa
 
 
 def test_full_queue_drops_instead_of_blocking(make_log, tmp_path: Path):
-    log = make_log(queue_size=100, batch_size=10, batch_interval=0.0)
+    log = make_log(queue_size=100, batch_interval=0.0)
     blocker = sqlite3.connect(tmp_path / "requests.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the writer waits on busy_timeout
     try:
@@ -119,7 +119,7 @@ def test_retention_by_age(make_log, tmp_path: Path, clock: Clock):
 
 def test_retention_by_size_keeps_the_newest(make_log, tmp_path: Path):
     max_bytes = 256 * 1024
-    log = make_log(max_bytes=max_bytes, store_text=True, batch_size=200)
+    log = make_log(max_bytes=max_bytes, store_text=True)
     for i in range(3000):
         log.record(rec(i, prompt_text="x" * 300, reply_text="y" * 300))
     log.flush(timeout=30)
@@ -267,11 +267,12 @@ def test_foreign_file_is_moved_aside(tmp_path: Path, make_log):
 
 def test_rows_are_read_in_column_order_with_the_text_columns_last():
     from slipstream.observe import requestlog
+    from slipstream.observe.logsink import COLUMNS, TEXT_COLUMNS
 
-    assert requestlog._COLUMNS[-2:] == requestlog._TEXT_COLUMNS  # left off together when text is not stored
+    assert COLUMNS[-2:] == TEXT_COLUMNS  # left off together when text is not stored
     record = rec(12, key_name="k", coalesced=True, prompt_text="p", reply_text="r")
-    row = requestlog._row_getter(requestlog._COLUMNS)(record)
-    by_column = dict(zip(requestlog._COLUMNS, row, strict=True))
+    row = requestlog._row_getter(COLUMNS)(record)
+    by_column = dict(zip(COLUMNS, row, strict=True))
     assert by_column["model"] == "fast" and by_column["latency_ms"] == 12.0 and by_column["coalesced"] is True
     assert (by_column["prompt_text"], by_column["reply_text"]) == ("p", "r")
 

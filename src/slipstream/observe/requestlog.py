@@ -61,14 +61,10 @@ DEFAULT_RETENTION_DAYS = 30.0
 # second here (bench/results/gateway.md): 10,000 dropped records at full speed. 50,000 rows of ~300 bytes
 # are ~15 MB at most, and leave room for a writer that stalls for a few seconds.
 DEFAULT_QUEUE_SIZE = 50_000
-DEFAULT_BATCH_SIZE = 500
 DEFAULT_BATCH_INTERVAL = 1.0  # seconds
 DEFAULT_MAINTENANCE_INTERVAL = 60.0  # seconds between age purges
 READ_BUSY_TIMEOUT_MS = 1000
 WRITERS = ("process", "thread")
-
-_COLUMNS = COLUMNS
-_TEXT_COLUMNS = TEXT_COLUMNS
 
 
 def _row_getter(columns: Sequence[str]) -> Callable[[RequestRecord], tuple[Any, ...]]:
@@ -110,7 +106,6 @@ class RequestLog:
         max_bytes: int = DEFAULT_MAX_BYTES,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         store_text: bool = False,
-        batch_size: int = DEFAULT_BATCH_SIZE,
         batch_interval: float = DEFAULT_BATCH_INTERVAL,
         maintenance_interval: float = DEFAULT_MAINTENANCE_INTERVAL,
         clock: Callable[[], float] = time.time,
@@ -122,9 +117,8 @@ class RequestLog:
         self.retention_days = retention_days
         self.max_bytes = max_bytes
         self.store_text = store_text
-        self._columns = _COLUMNS if store_text else _COLUMNS[: -len(_TEXT_COLUMNS)]
+        self._columns = COLUMNS if store_text else COLUMNS[: -len(TEXT_COLUMNS)]
         self._row = _row_getter(self._columns)
-        self.batch_size = batch_size
         self.batch_interval = batch_interval
         self.maintenance_interval = maintenance_interval
         self.clock = clock
