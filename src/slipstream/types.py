@@ -11,7 +11,7 @@ gateway forwards what the upstream sent without serialising it again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
@@ -30,6 +30,7 @@ __all__ = [
     "ToolDict",
     "UsageDict",
     "dumps",
+    "usage_tokens",
 ]
 
 
@@ -127,6 +128,19 @@ class UsageDict(TypedDict):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: NotRequired[PromptTokensDetailsDict]
+
+
+def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
+    """(prompt, completion, cached prompt) tokens from an OpenAI ``usage`` object; zeros when absent. Pricing
+    (``providers.base.Price``) and the request record (``observe.record``) both read usage through this."""
+    if not usage:
+        return 0, 0, 0
+    details = usage.get("prompt_tokens_details")
+    cached = 0
+    # Absent on most replies; a dict when present (the ABC check only for other mappings).
+    if details and (type(details) is dict or isinstance(details, Mapping)):
+        cached = int(details.get("cached_tokens") or 0)
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached
 
 
 class ChoiceDict(TypedDict):

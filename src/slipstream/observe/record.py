@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..types import usage_tokens
+
 if TYPE_CHECKING:
     from ..call import Call
     from ..providers.base import Price
@@ -78,18 +80,6 @@ class OperationRecord:
     cost_usd: float = 0.0
     saved_usd: float = 0.0
     error: str | None = None  # exception class name when the block raised
-
-
-def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
-    """(prompt, completion, cached prompt) tokens from an OpenAI ``usage`` object; zeros when absent."""
-    if not usage:
-        return 0, 0, 0
-    details = usage.get("prompt_tokens_details")
-    cached = 0
-    # Absent on most replies; a dict when present (the ABC check only for other mappings).
-    if details and (type(details) is dict or isinstance(details, Mapping)):
-        cached = int(details.get("cached_tokens") or 0)
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached
 
 
 def record_from_call(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InvalidRequest
-from ..types import ChatRequest, ChunkStream, EmbeddingsRequest, Reply
+from ..types import ChatRequest, ChunkStream, EmbeddingsRequest, Reply, usage_tokens
 
 if TYPE_CHECKING:
     from .http import HttpPool
@@ -57,11 +57,7 @@ class Price:
         """The cost of one reply's usage; cached prompt tokens at the cached rate when one is set."""
         if not usage:
             return 0.0
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        details = usage.get("prompt_tokens_details") or {}
-        cached = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
-        return self.tokens_cost(prompt, completion, cached)
+        return self.tokens_cost(*usage_tokens(usage))
 
     def tokens_cost(self, prompt: int, completion: int, cached: int = 0) -> float:
         """The cost of token counts (``cached``: the part of ``prompt`` read from the provider's cache)."""
