@@ -615,6 +615,11 @@ def render(r: dict[str, Any]) -> str:
         "union of duplicate labels, unless that exact pair is labelled not-duplicate (the data README's rule). "
         "Recall = correct hits / asked questions that have a correct entry stored.",
         "",
+        # One split decides little at precision 0.95 (a few dozen hits per half): the same comparison over many
+        # seeded splits is its own run and file.
+        "The same comparison over many seeded splits instead of one: "
+        "[`results/semantic_seeds.md`](results/semantic_seeds.md) (`python bench/semantic_seeds.py`).",
+        "",
         f"## Result against the target (precision ≥ {r['target_precision']}, recall ≥ 2x the baseline's)",
         "",
         *verdict(r),
