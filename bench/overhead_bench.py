@@ -17,6 +17,12 @@ from second to second and throughput climbs over minutes of load, so a long cell
 machine as much as the gateway. Each round runs every variant once, back to back, in rotating order; the
 figure is the median over rounds of each round's ratio (everything on / off), next to its quartiles.
 
+Why several processes per variant (`--processes`, default 3): two gateway processes started from the same
+config differ in speed by several percent for their whole life (hash seeds, address layout, where their files
+landed), as much as observability costs. With one process per variant that luck went into the ratio. Each
+variant now runs as several processes, each measured once a round; a round's figure for a variant is their
+requests over their time, and the per-process medians are reported so the spread between them is visible.
+
 Needs `wrk` and `nginx-light` (Debian packages).
 """
 
@@ -54,12 +60,13 @@ THREAD = "everything on, writer: thread"
 CONNECTIONS = 16
 
 
-def variants(workdir: Path) -> dict[str, str]:
+def variants(workdir: Path, process: int) -> dict[str, str]:
     """Variant name → the config lines it adds (start_gateway adds the request log's path when none is given)."""
+    thread_log = f"{workdir}/thread{process}-requests.db"
     return {
         OFF: OBSERVE_OFF,
         ON: ALERTS,
-        THREAD: ALERTS + f"observe:\n  request_log: {{path: {workdir}/thread-requests.db, writer: thread}}\n",
+        THREAD: ALERTS + f"observe:\n  request_log: {{path: {thread_log}, writer: thread}}\n",
     }
 
 
@@ -68,7 +75,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
-    parser.add_argument("--rounds", type=int, default=21, help="rounds; every variant runs once a round")
+    parser.add_argument("--rounds", type=int, default=21, help="rounds; every process runs once a round")
+    parser.add_argument("--processes", type=int, default=3, help="gateway processes per variant (default 3)")
     parser.add_argument(
         "--warmup", type=int, default=40, help="seconds of load per gateway first (default 40)"
     )
@@ -81,8 +89,9 @@ def main() -> None:
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is required: apt-get install wrk nginx-light")
-    samples: dict[str, list[dict[str, float]]] = {}
-    logs: dict[str, dict[str, int] | None] = {}
+    samples: dict[str, list[dict[str, float]]] = {}  # per variant, one aggregate per round
+    cells: dict[str, list[list[dict[str, float]]]] = {}  # per variant, per process, one cell per round
+    logs: dict[str, list[dict[str, int] | None]] = {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="slipstream-overhead-") as tmp:
         workdir = Path(tmp)
@@ -90,28 +99,37 @@ def main() -> None:
         script.write_text(LUA_UNIQUE)
         upstream_port = free_port()
         nginx = start_nginx(workdir, upstream_port)
-        gateways: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        gateways: dict[str, list[tuple[subprocess.Popen[bytes], str]]] = {}
         try:
-            for i, (name, extra) in enumerate(variants(workdir).items()):
-                port = free_port()
-                gateways[name] = (
-                    start_gateway(workdir, f"o{i}", port, upstream_port, extra),
-                    f"http://127.0.0.1:{port}/v1/chat/completions",
-                )
+            for process in range(args.processes):
+                for i, (name, extra) in enumerate(variants(workdir, process).items()):
+                    port = free_port()
+                    gateways.setdefault(name, []).append(
+                        (
+                            start_gateway(workdir, f"o{i}p{process}", port, upstream_port, extra),
+                            f"http://127.0.0.1:{port}/v1/chat/completions",
+                        )
+                    )
             # A fresh gateway's CPU per request falls for minutes under load (by half, from ~180 to ~90 us here:
-            # its heap and its SQLite files grow to their working size), so every variant is loaded first.
-            for _, url in gateways.values():
-                wrk(url, script, CONNECTIONS, args.warmup)
+            # its heap and its SQLite files grow to their working size), so every process is loaded first.
+            for processes in gateways.values():
+                for _, url in processes:
+                    wrk(url, script, CONNECTIONS, args.warmup)
             names = list(gateways)
             for round_ in range(args.rounds):
                 for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                    gateway, url = gateways[name]
-                    cpu0 = cpu_seconds(gateway.pid)
-                    result = wrk(url, script, CONNECTIONS, args.duration)
-                    result["cpu_ms_per_req"] = (
-                        (cpu_seconds(gateway.pid) - cpu0) * 1000 / max(1, result["requests"])
-                    )
-                    samples.setdefault(name, []).append(result)
+                    round_cells = []
+                    for gateway, url in gateways[name]:
+                        cpu0 = cpu_seconds(gateway.pid)
+                        result = wrk(url, script, CONNECTIONS, args.duration)
+                        result["cpu_ms_per_req"] = (
+                            (cpu_seconds(gateway.pid) - cpu0) * 1000 / max(1, result["requests"])
+                        )
+                        round_cells.append(result)
+                    per_process = cells.setdefault(name, [[] for _ in gateways[name]])
+                    for process, result in enumerate(round_cells):
+                        per_process[process].append(result)
+                    samples.setdefault(name, []).append(combine(round_cells, args.duration))
                 print(
                     f"round {round_ + 1}: "
                     + ", ".join(f"{n} {samples[n][-1]['rps']:,.0f}" for n in names)
@@ -120,13 +138,15 @@ def main() -> None:
                 )
             # A full request-log queue drops records instead of waiting: a variant that dropped did less work
             # than it should have, so the counts go into the results.
-            for name, (_, url) in gateways.items():
-                logs[name] = request_log_counters(url)
+            for name, processes in gateways.items():
+                logs[name] = [request_log_counters(url) for _, url in processes]
         finally:
-            for gateway, _ in gateways.values():
-                gateway.send_signal(signal.SIGTERM)
-            for gateway, _ in gateways.values():
-                gateway.wait(timeout=15)
+            for processes in gateways.values():
+                for gateway, _ in processes:
+                    gateway.send_signal(signal.SIGTERM)
+            for processes in gateways.values():
+                for gateway, _ in processes:
+                    gateway.wait(timeout=15)
             nginx.send_signal(signal.SIGQUIT)
             nginx.wait(timeout=10)
     data = {
@@ -137,12 +157,25 @@ def main() -> None:
         "duration": args.duration,
         "rounds": args.rounds,
         "warmup": args.warmup,
+        "processes": args.processes,
         "samples": samples,
+        "cells": cells,
         "request_log": logs,
     }
     args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     args.out.write_text(render(data))
     print(args.out.read_text())
+
+
+def combine(results: list[dict[str, float]], duration: int) -> dict[str, float]:
+    """One variant's figure for a round: its processes' requests over their time, CPU per request over all."""
+    requests = sum(r["requests"] for r in results)
+    return {
+        "rps": requests / (duration * len(results)),
+        "requests": requests,
+        "non_2xx": sum(r["non_2xx"] for r in results),
+        "cpu_ms_per_req": sum(r["cpu_ms_per_req"] * r["requests"] for r in results) / max(1, requests),
+    }
 
 
 def request_log_counters(chat_url: str) -> dict[str, int] | None:
@@ -161,18 +194,20 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 def render(data: dict) -> str:  # type: ignore[type-arg]
     samples: dict[str, list[dict[str, float]]] = data["samples"]
     off = samples[OFF]
+    processes = data.get("processes", 1)
     lines = [
         "# What observability costs the miss path (one run)",
         "",
         f"- date: {data['date']}",
         f"- machine: {data['machine']}; load average before {data['load'][0]:.2f}, after {data['load'][1]:.2f}",
         f"- command: `python bench/overhead_bench.py --duration {data['duration']} --rounds {data['rounds']} "
-        f"--warmup {data.get('warmup', 3)}` (wrk -t1 -c{CONNECTIONS}, unique prompts: every request a miss; nginx "
-        f"fixed-reply upstream; {data.get('warmup', 3)} s of load on each gateway first, then {data['duration']} s "
-        "per cell, every variant once per round in rotating order)",
-        "- every gateway is a separate `slipstream serve` process, all started before the first round",
+        f"--warmup {data.get('warmup', 3)} --processes {processes}` (wrk -t1 -c{CONNECTIONS}, unique prompts: "
+        f"every request a miss; nginx fixed-reply upstream; {data.get('warmup', 3)} s of load on each gateway "
+        f"first, then {data['duration']} s per cell, every process once per round, variants in rotating order)",
+        f"- every variant runs as {processes} separate `slipstream serve` process(es), all started before the first "
+        "round; a round's figure for a variant is its processes' requests over their time",
         "",
-        "| variant | req/s, median cell | per-round ratio to off: median | quartiles | CPU ms/req | non-2xx |",
+        "| variant | req/s, median round | per-round ratio to off: median | quartiles | CPU ms/req | non-2xx |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, runs in samples.items():
@@ -182,15 +217,36 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"| {name} | {statistics.median(r['rps'] for r in runs):,.0f} | {q2:.1%} | {q1:.1%} to {q3:.1%} | "
             f"{statistics.median(r['cpu_ms_per_req'] for r in runs):.3f} | {sum(int(r['non_2xx']) for r in runs)} |"
         )
-    logs = data.get("request_log")
-    if logs:
+    cells: dict[str, list[list[dict[str, float]]]] = data.get("cells", {})
+    if cells:
         lines += [
             "",
-            "Request-log records at the end of the run (a full queue drops instead of waiting): "
+            "Each process on its own (medians of its cells): the spread within a variant is what one process per "
+            "variant would have put into the ratio.",
+            "",
+            "| variant | process | req/s | CPU ms/req |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, per_process in cells.items():
+            for i, runs in enumerate(per_process, 1):
+                lines.append(
+                    f"| {name} | {i} | {statistics.median(r['rps'] for r in runs):,.0f} | "
+                    f"{statistics.median(r['cpu_ms_per_req'] for r in runs):.3f} |"
+                )
+    logs = data.get("request_log")
+    if logs:
+        counts = {  # one dict per process (a single one in runs before --processes)
+            name: [c for c in (found if isinstance(found, list) else [found]) if c is not None]
+            for name, found in logs.items()
+        }
+        lines += [
+            "",
+            "Request-log records at the end of the run, all processes (a full queue drops instead of waiting): "
             + "; ".join(
-                f"{name}: {c['written']:,} written, {c['dropped']:,} dropped, {c['failed']:,} failed"
-                for name, c in logs.items()
-                if c is not None
+                f"{name}: {sum(c['written'] for c in cs):,} written, {sum(c['dropped'] for c in cs):,} dropped, "
+                f"{sum(c['failed'] for c in cs):,} failed"
+                for name, cs in counts.items()
+                if cs
             )
             + ".",
         ]
