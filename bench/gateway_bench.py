@@ -47,9 +47,14 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{FIXED_BODY}'
 """
 
+# Every request a miss, in every run: the salt must differ between wrk runs against the same gateway. wrk's
+# LuaJIT starts math.random from the same seed in every run, so a salt drawn from it repeated, and a later run
+# replayed the earlier runs' prompts as cache hits. The kernel hands out a fresh UUID on every read.
 LUA_UNIQUE = """
 local counter = 0
-local salt = tostring(math.random(1, 1000000000))
+local uuid = assert(io.open("/proc/sys/kernel/random/uuid"))
+local salt = uuid:read("*l")
+uuid:close()
 request = function()
   counter = counter + 1
   local prompt = 'Say something about foxes ' .. salt .. ' ' .. counter
