@@ -13,9 +13,9 @@ per variant, all started before the first round:
 - everything on, `writer: thread`: the same with the request log's inserts in a thread of the gateway.
 
 Why short cells and many rounds: on this shared 2-core machine the speed of a fixed CPU loop moves by ±40%
-from second to second and throughput climbs over minutes of load, so a long cell per variant measures the
-machine as much as the gateway. Each round runs every variant once, back to back, in rotating order; the
-figure is the median over rounds of each round's ratio (everything on / off), next to its quartiles.
+from second to second, so a long cell per variant measures the machine as much as the gateway. Each round
+runs every variant once, back to back, in rotating order; the figure is the median over rounds of each round's
+ratio (everything on / off), next to its quartiles.
 
 Why several processes per variant (`--processes`, default 3): two gateway processes started from the same
 config differ in speed by several percent for their whole life (hash seeds, address layout, where their files
@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=21, help="rounds; every process runs once a round")
     parser.add_argument("--processes", type=int, default=3, help="gateway processes per variant (default 3)")
     parser.add_argument(
-        "--warmup", type=int, default=40, help="seconds of load per gateway first (default 40)"
+        "--warmup", type=int, default=10, help="seconds of load per gateway first (default 10)"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "overhead.md")
     parser.add_argument("--render", type=Path, help="rewrite the .md from a run's .json (no measuring)")
@@ -92,6 +93,7 @@ def main() -> None:
     samples: dict[str, list[dict[str, float]]] = {}  # per variant, one aggregate per round
     cells: dict[str, list[list[dict[str, float]]]] = {}  # per variant, per process, one cell per round
     logs: dict[str, list[dict[str, int] | None]] = {}
+    hits: dict[str, list[int | None]] = {}  # cache hits counted by the variants with metrics: must stay 0
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="slipstream-overhead-") as tmp:
         workdir = Path(tmp)
@@ -110,8 +112,10 @@ def main() -> None:
                             f"http://127.0.0.1:{port}/v1/chat/completions",
                         )
                     )
-            # A fresh gateway's CPU per request falls for minutes under load (by half, from ~180 to ~90 us here:
-            # its heap and its SQLite files grow to their working size), so every process is loaded first.
+            # Every process is loaded briefly first: connections to the upstream, the first SQLite pages. (Earlier
+            # runs saw a fresh gateway's CPU per request halve over minutes of load: the cells were replaying the
+            # warm-up's prompts as cache hits. With a fresh salt per wrk run every request misses, and a
+            # gateway's speed is flat from its first seconds.)
             for processes in gateways.values():
                 for _, url in processes:
                     wrk(url, script, CONNECTIONS, args.warmup)
@@ -140,6 +144,7 @@ def main() -> None:
             # than it should have, so the counts go into the results.
             for name, processes in gateways.items():
                 logs[name] = [request_log_counters(url) for _, url in processes]
+                hits[name] = [cache_hits(url) for _, url in processes]
         finally:
             for processes in gateways.values():
                 for gateway, _ in processes:
@@ -161,6 +166,7 @@ def main() -> None:
         "samples": samples,
         "cells": cells,
         "request_log": logs,
+        "cache_hits": hits,
     }
     args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     args.out.write_text(render(data))
@@ -184,6 +190,23 @@ def request_log_counters(chat_url: str) -> dict[str, int] | None:
     with urllib.request.urlopen(health, timeout=10) as response:
         counters: dict[str, int] | None = json.loads(response.read()).get("request_log")
     return counters
+
+
+def cache_hits(chat_url: str) -> int | None:
+    """Requests the gateway answered from its cache (from ``/metrics``); None when its metrics are off. The
+    miss path must not have any: a run whose prompts repeat measures hits."""
+    try:
+        with urllib.request.urlopen(
+            chat_url.replace("/v1/chat/completions", "/metrics"), timeout=10
+        ) as response:
+            text = response.read().decode()
+    except urllib.error.HTTPError:
+        return None
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("slipstream_cache_total{") and 'result="hit"' in line
+    )
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -248,6 +271,18 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
                 for name, cs in counts.items()
                 if cs
             )
+            + ".",
+        ]
+    found_hits = {
+        name: sum(h for h in per_process if h is not None)
+        for name, per_process in data.get("cache_hits", {}).items()
+        if any(h is not None for h in per_process)
+    }
+    if found_hits:
+        lines += [
+            "",
+            "Cache hits counted by the variants with metrics, all processes (every request should miss): "
+            + "; ".join(f"{name}: {count:,}" for name, count in found_hits.items())
             + ".",
         ]
     on = [run["rps"] / base["rps"] for run, base in zip(samples[ON], off, strict=True)]
