@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ..stores.redis import (
@@ -50,6 +51,7 @@ from ..stores.redis import (
     RedisCalls,
 )
 from ..stores.redis_connect import DEFAULT_MAX_CONNECTIONS, RedisClient, connect
+from ..stores.redis_pipelined import PipelinedConnection, for_url, run_script
 from .limiter import LimitBackendUnavailable
 from .window import DEFAULT_WINDOW
 
@@ -256,6 +258,7 @@ class RedisLimitBackend:
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         monotonic: Callable[[], float] = time.monotonic,
+        fast: PipelinedConnection | None = None,
     ) -> None:
         if not window > 0 or not 0 < granularity <= window:
             raise ValueError("window must be positive and granularity between 0 and the window")
@@ -263,6 +266,10 @@ class RedisLimitBackend:
             raise ValueError("timeout must be positive")
         self._own_client = client is None
         self.client = client if client is not None else connect(url, max_connections=max_connections)
+        # The per-request scripts (acquire, settle) go over a pipelined connection when there is one (a plain
+        # single server, see stores/redis_pipelined.py); the rest through redis-py.
+        self._own_fast = fast is None and client is None
+        self.fast = for_url(url) if self._own_fast else fast
         self.window = window
         self.granularity = granularity
         self.timeout = timeout
@@ -289,9 +296,9 @@ class RedisLimitBackend:
 
         async def undo(reply: Any) -> None:  # admitted, but the caller has gone: give it back
             if int(reply[0]) == 0:
-                await self._settle(keys=[keys["rpm_h"], keys["tpm_h"]], args=[int(reply[1]), -1, -tokens])
+                await self._script(self._settle, [keys["rpm_h"], keys["tpm_h"]], [int(reply[1]), -1, -tokens])
 
-        reply = await self._call(lambda: self._acquire(keys=script_keys, args=args), on_abandon=undo)
+        reply = await self._call(lambda: self._script(self._acquire, script_keys, args), on_abandon=undo)
         return Grant(int(reply[0]) / 1e6, int(reply[1]), tokens)
 
     async def settle(self, scope: str, grant: Grant, actual_tokens: int) -> bool:
@@ -356,6 +363,8 @@ class RedisLimitBackend:
         await self.calls.drain(max(1.0, self.timeout))
         if self._own_client:
             await self.client.aclose()
+        if self._own_fast and self.fast is not None:
+            await self.fast.aclose()
 
     # ------------------------------------------------------------------------------------------ internals
     async def _correct(self, scope: str, grant: Grant, rpm_delta: int, tpm_delta: int) -> bool:
@@ -363,8 +372,13 @@ class RedisLimitBackend:
             return False
         keys = limit_keys(scope)
         args = [grant.bucket, rpm_delta, tpm_delta]
-        corrected = await self._call(lambda: self._settle(keys=[keys["rpm_h"], keys["tpm_h"]], args=args))
+        corrected = await self._call(lambda: self._script(self._settle, [keys["rpm_h"], keys["tpm_h"]], args))
         return int(corrected) > 0
+
+    def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        if self.fast is not None:
+            return run_script(self.fast, script.sha, script.script, keys, args)
+        return script(keys=keys, args=args)
 
     def _lease_us(self, lease_ttl: float) -> int:
         if not lease_ttl > 0 or math.isinf(lease_ttl):

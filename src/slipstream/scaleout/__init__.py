@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..routing.router import DeploymentRuntime
     from ..stores.redis import RedisCalls
     from ..stores.redis_connect import RedisClient
+    from ..stores.redis_pipelined import PipelinedConnection
     from .breakers import SharedHealth
     from .flights import RedisFlights
 
@@ -39,6 +40,7 @@ class ScaleOut:
             RedisCalls,
         )
         from ..stores.redis_connect import connect
+        from ..stores.redis_pipelined import for_url
         from .breakers import SharedHealth
         from .flights import RedisFlights
 
@@ -48,16 +50,20 @@ class ScaleOut:
         self.calls: RedisCalls = RedisCalls(
             "shared state", Health(DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL)
         )
+        # One pipelined connection for the per-request commands of every piece (None: TLS, Sentinel, Cluster).
+        self.fast: PipelinedConnection | None = for_url(config.url)
         self.limits: SharedLimits | None = None
         if config.limits != "off":
-            backend = RedisLimitBackend(client=self.client, timeout=config.timeout)
+            backend = RedisLimitBackend(client=self.client, timeout=config.timeout, fast=self.fast)
             self.limits = SharedLimits(backend, fail_closed=config.limits == "closed")
         self.flights: RedisFlights | None = None
         # Followers block in XREAD for up to a poll each: a pool of their own, so that many waiting followers
         # never leave the limit scripts (0.1 s budgets) waiting for a connection.
         self.reads: RedisClient | None = connect(config.url) if config.coalescing else None
         if self.reads is not None:
-            self.flights = RedisFlights(self.client, self.calls, timeout=config.timeout, reader=self.reads)
+            self.flights = RedisFlights(
+                self.client, self.calls, timeout=config.timeout, reader=self.reads, fast=self.fast
+            )
         self.health: SharedHealth | None = (
             SharedHealth(self.client, self.calls, timeout=config.timeout) if config.breakers else None
         )
@@ -84,3 +90,5 @@ class ScaleOut:
         await self.client.aclose()
         if self.reads is not None:
             await self.reads.aclose()
+        if self.fast is not None:
+            await self.fast.aclose()

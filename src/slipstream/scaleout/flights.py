@@ -41,6 +41,7 @@ from ..call import Call, CallResult, Handler
 from ..errors import UpstreamConnectionError
 from ..stores.redis import RedisCalls
 from ..stores.redis_connect import RedisClient
+from ..stores.redis_pipelined import PipelinedConnection
 from ..streams import StreamAssembler, replay_stream
 from ..types import Chunk, ChunkStream, Reply
 
@@ -94,8 +95,12 @@ class RedisFlights:
         grace: float = DEFAULT_GRACE,
         poll: float = DEFAULT_POLL,
         reader: RedisClient | None = None,
+        fast: PipelinedConnection | None = None,
     ) -> None:
         self.client = client
+        # The lease and the publisher's writes are on every miss: over the pipelined connection when there is
+        # one (a plain single server, see stores/redis_pipelined.py), else through redis-py.
+        self.fast = fast
         self.reader = reader if reader is not None else client  # followers' blocking XREADs
         self.calls = calls
         self.timeout = timeout
@@ -120,9 +125,12 @@ class RedisFlights:
             if holder is None:
                 await self._own_lease(keys=[lease], args=[flight_id, 0])
 
+        fast = self.fast
         try:
             holder: Any = await self.calls.call(
-                lambda: self.client.set(lease, flight_id, nx=True, get=True, px=self.lease_ms),
+                (lambda: fast.execute(b"SET", lease, flight_id, b"NX", b"GET", b"PX", self.lease_ms))
+                if fast is not None
+                else lambda: self.client.set(lease, flight_id, nx=True, get=True, px=self.lease_ms),
                 self.timeout,
                 on_abandon=give_back,
             )
@@ -335,19 +343,27 @@ class _Publisher:
 
     async def _write(self, batch: list[tuple[bytes, bytes]], final: bool) -> Any:
         flights = self.flights
-        pipe = flights.client.pipeline(transaction=False)
-        for kind, payload in batch:
-            pipe.xadd(self.stream_key, {b"k": kind, b"v": payload})
+        commands: list[tuple[Any, ...]] = [
+            ("XADD", self.stream_key, "*", b"k", kind, b"v", payload) for kind, payload in batch
+        ]
         if not final:
-            pipe.pexpire(self.stream_key, flights.lease_ms + flights.grace_ms)
+            commands.append(("PEXPIRE", self.stream_key, flights.lease_ms + flights.grace_ms))
         elif self.success:
             # Kept for the grace period so that a request arriving right after the answer still joins. The lease
             # is extended without checking it is still ours: at worst another flight's lease lasts ``grace``.
-            pipe.pexpire(self.stream_key, flights.grace_ms)
-            pipe.pexpire(self.lease, flights.grace_ms)
+            commands.append(("PEXPIRE", self.stream_key, flights.grace_ms))
+            commands.append(("PEXPIRE", self.lease, flights.grace_ms))
         else:
-            pipe.pexpire(self.stream_key, max(1000, flights.poll_ms * 4))  # followers still reading finish
-        result = await pipe.execute()
+            # Followers still reading finish.
+            commands.append(("PEXPIRE", self.stream_key, max(1000, flights.poll_ms * 4)))
+        fast = flights.fast
+        if fast is not None:  # sent in one write: one round trip, as a pipeline
+            result: Any = await asyncio.gather(*(fast.execute(*command) for command in commands))
+        else:
+            pipe = flights.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            result = await pipe.execute()
         if final and not self.success:
             # Errors are never served to later arrivals: give the key back at once (only if still ours).
             await flights._own_lease(keys=[self.lease], args=[self.flight_id, 0])

@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 
 from .base import CacheEntry, CacheStore, StoreStats
 from .redis_connect import DEFAULT_MAX_CONNECTIONS, RedisClient, connect
+from .redis_pipelined import for_url
 from .sqlite import DEFAULT_COMPRESS_LEVEL, decode_value, encode_value
 
 __all__ = [
@@ -282,6 +283,9 @@ class RedisStore(CacheStore):
             raise ValueError("compress_level must be between -1 and 9 (zlib levels)")
         self._own_client = client is None
         self.client = client if client is not None else connect(url, max_connections=max_connections)
+        # GET and SET on the request path go over one pipelined connection when the store has its own client
+        # to one plain server (see redis_pipelined.py); everything else, and TLS/Sentinel/Cluster, use redis-py.
+        self.fast = for_url(url) if client is None else None
         self.key_prefix = key_prefix
         self.get_timeout = get_timeout
         self.set_timeout = set_timeout
@@ -328,8 +332,12 @@ class RedisStore(CacheStore):
         if self._closed or not self.calls.allow():
             return None
         rkey = self.key_prefix + key
+        fast = self.fast
         try:
-            stored = await self.calls.call(lambda: self.client.get(rkey), self.get_timeout)
+            if fast is not None:
+                stored = await self.calls.call(lambda: fast.execute(b"GET", rkey), self.get_timeout)
+            else:
+                stored = await self.calls.call(lambda: self.client.get(rkey), self.get_timeout)
         except (TimeoutError, RedisError, OSError):
             return None
         if stored is None:
@@ -354,7 +362,11 @@ class RedisStore(CacheStore):
         now = self.clock()
         stored = pack_entry(value, now, now + ttl, self.compress_level)
         px = max(1, round(ttl * 1000))
-        await self._quiet(lambda: self.client.set(rkey, stored, px=px), self.set_timeout)
+        fast = self.fast
+        if fast is not None:
+            await self._quiet(lambda: fast.execute(b"SET", rkey, stored, b"PX", px), self.set_timeout)
+        else:
+            await self._quiet(lambda: self.client.set(rkey, stored, px=px), self.set_timeout)
 
     async def delete(self, key: str) -> bool:
         if self._closed or not self.calls.allow():
@@ -395,6 +407,8 @@ class RedisStore(CacheStore):
         await self.calls.drain(self.admin_timeout)
         if self._own_client:
             await self.client.aclose()
+        if self.fast is not None:
+            await self.fast.aclose()
 
     # Internals.
 
