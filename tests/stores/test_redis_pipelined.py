@@ -12,6 +12,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from slipstream.stores.redis import Health, RedisCalls
 from slipstream.stores.redis_pipelined import PipelinedConnection, for_url, run_script
 from tests.redis_server import RedisServer, raw, redis_server, redis_url  # noqa: F401
 
@@ -156,3 +157,36 @@ async def test_scripts_run_by_sha_and_are_sent_whole_when_the_server_lost_them(
         await run_script(
             conn, hashlib.sha1(b"x").hexdigest(), "return redis.call('INCR', KEYS[1])", ["a"], []
         )
+
+
+async def test_calls_send_opens_the_connection_when_none_is_open(conn: PipelinedConnection) -> None:
+    calls = RedisCalls("test", Health())
+    assert conn.send_nowait((b"PING",)) is None  # nothing open yet
+    assert await calls.send(conn, (b"PING",), 2.0) == b"PONG"
+    assert conn.send_nowait((b"PING",)) is not None
+
+
+async def test_calls_send_times_out_and_hands_the_late_reply_to_on_abandon(
+    conn: PipelinedConnection,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    calls = RedisCalls("test", Health())
+    await conn.execute("PING")
+    undone: list[object] = []
+
+    async def undo(reply: object) -> None:
+        undone.append(reply)
+
+    assert redis_server.proc is not None
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(TimeoutError):
+            await calls.send(
+                conn, (b"SET", b"lease", b"me", b"NX", b"GET", b"PX", 60_000), 0.1, on_abandon=undo
+            )
+        assert calls.timeouts == 1 and undone == []
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    await calls.drain(2.0)
+    assert undone == [None]  # the SET landed after its caller left: the undo sees its reply
+    assert await conn.execute("GET", "lease") == b"me"

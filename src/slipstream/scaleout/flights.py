@@ -127,13 +127,20 @@ class RedisFlights:
 
         fast = self.fast
         try:
-            holder: Any = await self.calls.call(
-                (lambda: fast.execute(b"SET", lease, flight_id, b"NX", b"GET", b"PX", self.lease_ms))
-                if fast is not None
-                else lambda: self.client.set(lease, flight_id, nx=True, get=True, px=self.lease_ms),
-                self.timeout,
-                on_abandon=give_back,
-            )
+            holder: Any
+            if fast is not None:
+                holder = await self.calls.send(
+                    fast,
+                    (b"SET", lease, flight_id, b"NX", b"GET", b"PX", self.lease_ms),
+                    self.timeout,
+                    on_abandon=give_back,
+                )
+            else:
+                holder = await self.calls.call(
+                    lambda: self.client.set(lease, flight_id, nx=True, get=True, px=self.lease_ms),
+                    self.timeout,
+                    on_abandon=give_back,
+                )
         except (TimeoutError, RedisError, OSError):
             return await next(call)  # RedisCalls logs the outage once
         if holder is None:

@@ -36,6 +36,7 @@ evictions) and ``expired`` (TTL expiry) are not tracked per prefix and are repor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import time
@@ -46,7 +47,7 @@ from redis.exceptions import RedisError
 
 from .base import CacheEntry, CacheStore, StoreStats
 from .redis_connect import DEFAULT_MAX_CONNECTIONS, RedisClient, connect
-from .redis_pipelined import for_url
+from .redis_pipelined import Arg, PipelinedConnection, for_url
 from .sqlite import DEFAULT_COMPRESS_LEVEL, decode_value, encode_value
 
 __all__ = [
@@ -160,7 +161,7 @@ class RedisCalls:
         self.timeouts = 0
         self.skipped = 0
         self.last_error: str | None = None
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
 
     @property
     def healthy(self) -> bool:
@@ -184,18 +185,55 @@ class RedisCalls:
         On a timeout or a cancellation the command keeps running to its end (so its connection goes back to the
         pool clean); ``on_abandon`` then receives its result, to undo what nobody will use (a lease, a grant).
         """
-        task = asyncio.ensure_future(factory())
+        return await self._wait(asyncio.ensure_future(factory()), timeout, on_abandon)
+
+    async def send(
+        self,
+        conn: PipelinedConnection,
+        command: tuple[Arg, ...],
+        timeout: float,
+        *,
+        on_abandon: Callable[[Any], Awaitable[object]] | None = None,
+    ) -> Any:
+        """``call`` for one command on a pipelined connection, without a task of its own: the connection needs
+        none to stay clean (a reply nobody waits for is read and dropped in order). Same timeout, health and
+        ``on_abandon`` rules. Opening the connection, when it is not open, goes through ``call``."""
+        future = conn.send_nowait(command)
+        if future is None:
+            return await self.call(lambda: conn.execute(*command), timeout, on_abandon=on_abandon)
+        return await self._wait(future, timeout, on_abandon)
+
+    async def _wait(
+        self,
+        future: asyncio.Future[T],
+        timeout: float,
+        on_abandon: Callable[[T], Awaitable[object]] | None,
+    ) -> T:
+        # asyncio.wait's work for one future, without the set and the task it builds.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        future.add_done_callback(wake)
+        timer = loop.call_later(timeout, wake)
         try:
-            done, _ = await asyncio.wait((task,), timeout=timeout)
+            await waiter
         except asyncio.CancelledError:
-            self._detach(task, on_abandon)
+            future.remove_done_callback(wake)
+            self._detach(future, on_abandon)
             raise
-        if not done:
-            self._detach(task, on_abandon)
+        finally:
+            timer.cancel()
+        if not future.done():
+            future.remove_done_callback(wake)
+            self._detach(future, on_abandon)
             self._failed(TimeoutError(f"no answer within {timeout * 1000:.0f} ms"), timeout=True)
             raise TimeoutError(f"Redis did not answer within {timeout:.3f}s")
         try:
-            result = task.result()
+            result = future.result()
         except (RedisError, OSError) as exc:
             self._failed(exc, timeout=False)
             raise
@@ -224,10 +262,10 @@ class RedisCalls:
                 self.health.retry_interval,
             )
 
-    def _detach(self, task: asyncio.Task[T], on_abandon: Callable[[T], Awaitable[object]] | None) -> None:
+    def _detach(self, task: asyncio.Future[T], on_abandon: Callable[[T], Awaitable[object]] | None) -> None:
         self._pending.add(task)
 
-        def finished(task: asyncio.Task[T]) -> None:
+        def finished(task: asyncio.Future[T]) -> None:
             self._pending.discard(task)
             if task.cancelled() or task.exception() is not None:  # retrieving it silences asyncio's warning
                 return
@@ -239,7 +277,7 @@ class RedisCalls:
         task.add_done_callback(finished)
 
 
-def _forget(pending: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+def _forget(pending: set[asyncio.Future[Any]]) -> Callable[[asyncio.Task[Any]], None]:
     def done(task: asyncio.Task[Any]) -> None:
         pending.discard(task)
         if not task.cancelled():
@@ -335,7 +373,7 @@ class RedisStore(CacheStore):
         fast = self.fast
         try:
             if fast is not None:
-                stored = await self.calls.call(lambda: fast.execute(b"GET", rkey), self.get_timeout)
+                stored = await self.calls.send(fast, (b"GET", rkey), self.get_timeout)
             else:
                 stored = await self.calls.call(lambda: self.client.get(rkey), self.get_timeout)
         except (TimeoutError, RedisError, OSError):
@@ -364,7 +402,8 @@ class RedisStore(CacheStore):
         px = max(1, round(ttl * 1000))
         fast = self.fast
         if fast is not None:
-            await self._quiet(lambda: fast.execute(b"SET", rkey, stored, b"PX", px), self.set_timeout)
+            with contextlib.suppress(TimeoutError, RedisError, OSError):  # as _quiet
+                await self.calls.send(fast, (b"SET", rkey, stored, b"PX", px), self.set_timeout)
         else:
             await self._quiet(lambda: self.client.set(rkey, stored, px=px), self.set_timeout)
 

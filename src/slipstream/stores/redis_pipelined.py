@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 
 from .redis_connect import DEFAULT_SOCKET_TIMEOUT, RedisTarget, parse_redis_url
 
-__all__ = ["PipelinedConnection", "for_url", "run_script"]
+__all__ = ["Arg", "PipelinedConnection", "for_url", "run_script"]
 
 Arg = bytes | str | int | float
 
@@ -77,6 +77,14 @@ class PipelinedConnection:
         if protocol is None or protocol.closed or protocol.loop is not asyncio.get_running_loop():
             protocol = await self._connect()
         return await protocol.send(args)
+
+    def send_nowait(self, command: tuple[Arg, ...]) -> asyncio.Future[Any] | None:
+        """Send on the open connection and return the reply's future; None when there is no open connection
+        (``execute`` opens one). The future is never cancelled here: its caller may stop waiting for it."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed or protocol.loop is not asyncio.get_running_loop():
+            return None
+        return protocol.send(command)
 
     async def aclose(self) -> None:
         self._closed = True
