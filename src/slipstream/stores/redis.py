@@ -23,7 +23,9 @@ The cache must never fail a request, so the request path never raises:
   left unread; the connection's own ``socket_timeout`` bounds how long such a task can live. (redis-py 8.1 does
   disconnect a connection whose read is cancelled, but a second cancellation while ``pool.release`` waits on the
   pool lock loses the connection for good; a detached task is never cancelled, and a timed-out read does not
-  cost a reconnect.)
+  cost a reconnect.) ``get`` and ``set`` on a plain single server go over a pipelined connection instead
+  (``redis_pipelined.py``, ``RedisCalls.send``): there a reply nobody waits for is read and dropped in order, so
+  they need no task; the timeouts and the health rules are the same.
 
 Admin calls (``clear``, ``stats``) have a longer ``admin_timeout``. ``clear`` walks the prefix with ``SCAN MATCH``
 (never ``KEYS``) and removes batches with ``UNLINK``; it raises when Redis is unreachable, because a clear that
