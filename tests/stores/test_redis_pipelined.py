@@ -119,6 +119,9 @@ async def test_password_and_database_from_the_url(tmp_path: object) -> None:
             await other.aclose()
             with pytest.raises(RedisError, match="setup"):
                 await bad.execute("GET", "k")
+            await asyncio.sleep(0.1)
+            clients = (await good.execute("CLIENT", "LIST")).decode().splitlines()
+            assert len(clients) == 1  # the refused connection was closed, not left open
         finally:
             await good.aclose()
             await bad.aclose()

@@ -109,6 +109,7 @@ class PipelinedConnection:
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         target = self.target
+        protocol: _Protocol | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if target.path is not None:
@@ -128,9 +129,13 @@ class PipelinedConnection:
                     handshake.append(protocol.send(("SELECT", target.db)))
                 if handshake:
                     await asyncio.gather(*handshake)
-        except ResponseError as exc:
-            raise RedisConnectionError(f"Redis refused the connection's setup: {exc}") from exc
-        except (OSError, TimeoutError) as exc:
+        except (ResponseError, OSError, TimeoutError, asyncio.CancelledError) as exc:
+            if protocol is not None:  # connected, but the setup failed: do not leave the socket open
+                protocol.close(RedisConnectionError("the connection's setup failed"))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if isinstance(exc, ResponseError):
+                raise RedisConnectionError(f"Redis refused the connection's setup: {exc}") from exc
             raise RedisConnectionError(f"cannot connect to Redis: {exc or type(exc).__name__}") from exc
         self._protocol = protocol
         return protocol
