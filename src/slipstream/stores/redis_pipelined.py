@@ -14,7 +14,9 @@ a ``RedisError``, as redis-py would raise) and the next command opens a new one.
 once the oldest command has waited ``socket_timeout``, the connection is dropped, with the same effect.
 
 For one server only (``redis://`` and ``unix://`` URLs): TLS, Sentinel and Cluster clients stay on redis-py
-(``for_url`` answers None for them), as do the admin and scripted commands, whose cost does not matter.
+(``for_url`` answers None for them). Callers use it for what every request sends (the cache tier's GET and SET,
+the coalescing lease and its published reply, the limits' per-request scripts through ``run_script``); admin
+commands, whose cost does not matter, stay on redis-py.
 """
 
 from __future__ import annotations
@@ -39,8 +41,7 @@ def for_url(url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT) -> Pipe
     target = parse_redis_url(url)
     if target.kind != "server" or target.tls:
         return None
-    options = dict(target.options)
-    timeout = float(options.get("socket_timeout", socket_timeout))
+    timeout = float(target.options.get("socket_timeout", socket_timeout))
     return PipelinedConnection(target, socket_timeout=timeout)
 
 
@@ -73,10 +74,10 @@ class PipelinedConnection:
     async def execute(self, *args: Arg) -> Any:
         """The command's reply (bytes, int, None or a list of them); raises ``ResponseError`` for an error reply,
         ``redis.exceptions.ConnectionError`` when the connection cannot be opened or is lost."""
-        protocol = self._protocol
-        if protocol is None or protocol.closed or protocol.loop is not asyncio.get_running_loop():
-            protocol = await self._connect()
-        return await protocol.send(args)
+        future = self.send_nowait(args)
+        if future is None:
+            future = (await self._connect()).send(args)
+        return await future
 
     def send_nowait(self, command: tuple[Arg, ...]) -> asyncio.Future[Any] | None:
         """Send on the open connection and return the reply's future; None when there is no open connection
