@@ -38,7 +38,6 @@ evictions) and ``expired`` (TTL expiry) are not tracked per prefix and are repor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 import time
@@ -397,23 +396,22 @@ class RedisStore(CacheStore):
             return
         rkey = self.key_prefix + key
         if ttl <= 0:  # like the other stores: a set drops the earlier value even when it stores nothing
-            await self._quiet(lambda: self.client.unlink(rkey), self.set_timeout)
+            await self._quiet(self.calls.call(lambda: self.client.unlink(rkey), self.set_timeout))
             return
         now = self.clock()
         stored = pack_entry(value, now, now + ttl, self.compress_level)
         px = max(1, round(ttl * 1000))
         fast = self.fast
         if fast is not None:
-            with contextlib.suppress(TimeoutError, RedisError, OSError):  # as _quiet
-                await self.calls.send(fast, (b"SET", rkey, stored, b"PX", px), self.set_timeout)
+            await self._quiet(self.calls.send(fast, (b"SET", rkey, stored, b"PX", px), self.set_timeout))
         else:
-            await self._quiet(lambda: self.client.set(rkey, stored, px=px), self.set_timeout)
+            await self._quiet(self.calls.call(lambda: self.client.set(rkey, stored, px=px), self.set_timeout))
 
     async def delete(self, key: str) -> bool:
         if self._closed or not self.calls.allow():
             return False
         rkey = self.key_prefix + key
-        removed = await self._quiet(lambda: self.client.unlink(rkey), self.set_timeout)
+        removed = await self._quiet(self.calls.call(lambda: self.client.unlink(rkey), self.set_timeout))
         return bool(removed)
 
     # Admin calls.
@@ -453,17 +451,17 @@ class RedisStore(CacheStore):
 
     # Internals.
 
-    async def _quiet(self, factory: Callable[[], Awaitable[T]], timeout: float) -> T | None:
+    async def _quiet(self, command: Awaitable[T]) -> T | None:
+        """A ``calls.call``/``calls.send`` whose Redis trouble the request path ignores (already counted)."""
         try:
-            return await self.calls.call(factory, timeout)
+            return await command
         except (TimeoutError, RedisError, OSError):
             return None
 
     async def _delete_if_same(self, rkey: str, stored: bytes | str) -> None:
         """Delete a corrupt value, unless another instance has rewritten the key since we read it."""
         await self._quiet(
-            lambda: self.client.eval(_DELETE_IF_SAME, 1, rkey, stored),
-            self.set_timeout,
+            self.calls.call(lambda: self.client.eval(_DELETE_IF_SAME, 1, rkey, stored), self.set_timeout)
         )
 
     def _pattern(self, prefix: str) -> str:
