@@ -262,6 +262,25 @@ class LogSink:
         return int(result)
 
 
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """``sqlitetx.enable_wal``, copied (this module imports nothing from slipstream): the switch to WAL, retried
+    while another process opening the same new file holds the lock it needs."""
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if (
+                getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY_CODES
+                or time.monotonic() + pause > deadline
+            ):
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 class _WriteTransaction:
     """``slipstream.sqlitetx.WriteTransaction``, copied: this module is also the writer process's program,
     which imports nothing from slipstream (see the module docstring). BEGIN IMMEDIATE; COMMIT at the end of the
@@ -327,7 +346,7 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {WRITE_BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn, WRITE_BUSY_TIMEOUT_MS / 1000)
         conn.execute("PRAGMA synchronous = NORMAL")
         with _WriteTransaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]

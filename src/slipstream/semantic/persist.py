@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..sqlitetx import enable_wal
 from .index import Entry, SemanticIndex
 
 __all__ = ["SqliteIndexStore"]
@@ -125,7 +126,7 @@ class SqliteIndexStore:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            enable_wal(conn, 5.0)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(_SCHEMA)
         except BaseException:

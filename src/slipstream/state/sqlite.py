@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..sqlitetx import WriteTransaction
+from ..sqlitetx import WriteTransaction, enable_wal
 from .base import (
     DEFAULT_NAMESPACE,
     Conflict,
@@ -221,7 +221,7 @@ def _open(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous = NORMAL")
         _check_schema(conn, path)
-        conn.execute("PRAGMA journal_mode = WAL")
+        enable_wal(conn, BUSY_TIMEOUT_MS / 1000)
         _prepare_schema(conn, path)
     except BaseException:
         conn.close()

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..sqlitetx import WriteTransaction
+from ..sqlitetx import WriteTransaction, enable_wal
 from .base import CacheEntry, CacheStore, StoreStats
 
 __all__ = [
@@ -537,7 +537,7 @@ def _connect_both(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     writer = _connect(path, WRITE_BUSY_TIMEOUT_MS)
     try:
         _check_schema(writer)  # before anything writes: someone else's database is left exactly as it was
-        writer.execute("PRAGMA journal_mode = WAL")
+        enable_wal(writer, WRITE_BUSY_TIMEOUT_MS / 1000)
         _prepare_schema(writer)
         reader = _connect(path, READ_BUSY_TIMEOUT_MS)
     except BaseException:
