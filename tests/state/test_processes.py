@@ -52,6 +52,13 @@ async def test_two_processes_lose_no_update(backend: str, target: str, open_stor
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            for pipe in (
+                proc.stdin,
+                proc.stdout,
+                proc.stderr,
+            ):  # a failed test must not leak them into the next
+                if pipe is not None:
+                    pipe.close()
     store: StateStore = open_store()
     entry = await store.get("counter")
     assert entry is not None and entry.value == PROCESSES * INCREMENTS
